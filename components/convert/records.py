@@ -10,8 +10,10 @@ Shards live in `DIR/records/{split}-{index:05d}-of-{count:05d}.array_record`.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
+from collections.abc import Iterable
 
 import msgpack
 
@@ -47,3 +49,39 @@ def list_shards(data_dir: str, split: str) -> list[str]:
   if not shards:
     raise FileNotFoundError(f"no record shards for split {split!r} in {directory}; run components.convert first")
   return [os.path.join(directory, n) for n in shards]
+
+
+def write_shards(data_dir: str, split: str, examples: Iterable[dict], num_examples: int,
+                 examples_per_shard: int = 1000) -> list[str]:
+  """Writes a split's `num_examples` records as `ceil(n / examples_per_shard)` shards (one, empty, when n = 0).
+
+  `data_dir` is a local folder (the converter's staging folder); `examples` may be lazy, so a split never
+  has to fit in memory. Returns the shard paths.
+  """
+  from array_record.python.array_record_module import ArrayRecordWriter
+
+  count = max(1, -(-num_examples // examples_per_shard))
+  directory = os.path.join(data_dir, RECORDS_DIR)
+  os.makedirs(directory, exist_ok=True)
+  examples = iter(examples)
+  paths = []
+  for index in range(count):
+    path = os.path.join(directory, shard_name(split, index, count))
+    # group_size:1 keeps every record individually addressable, which grain's random access needs.
+    writer = ArrayRecordWriter(path, "group_size:1")
+    for example in itertools.islice(examples, examples_per_shard):
+      writer.write(encode_record(example))
+    writer.close()
+    paths.append(path)
+  return paths
+
+
+def read_shard(path: str) -> list[dict]:
+  """Every record of one local shard, decoded (for tests and inspection; the trainer streams via grain)."""
+  from array_record.python.array_record_module import ArrayRecordReader
+
+  reader = ArrayRecordReader(path)
+  try:
+    return [decode_record(data) for data in reader.read_all()]
+  finally:
+    reader.close()

@@ -1,0 +1,252 @@
+"""The convert step: read a labelled dataset, clean every image in parallel, write a dataset directory.
+
+Reads: the format's reader (`readers/`) -> rows. Cleans: one worker task per image (`worker.py`). Splits:
+splits the source has are kept; rows without one are split by `splits` with `seed`, per image (so rows of
+one image never straddle splits). Writes (into a staging folder, then `storage.publish`):
+`{train,valid,test}.jsonl`, `images/`, `records/` (records.py) and `report.json`.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import posixpath
+import random
+import shutil
+import tempfile
+
+from tqdm import tqdm
+
+from components.convert import records, report as report_lib, storage
+from components.convert.images import DEFAULT_MAX_PIXELS
+from components.convert.locations import check_class_name, detect_prefix
+from components.convert.readers import FORMATS, READERS
+from components.convert.rows import SPLITS, Issue, Source
+from components.convert.worker import ImageOptions, Task, TaskResult, run_task
+
+log = logging.getLogger("components.convert")
+TASKS = ("detect", "caption", "vqa", "ocr")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+  input: str
+  format: str
+  task: str
+  output: str
+  classes: tuple[str, ...] | None = None  # detection: the class list and its order (default: the dataset's)
+  splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
+  seed: int = 0
+  strict: bool = False
+  workers: int = 0  # 0: one per CPU core
+  max_pixels: int = DEFAULT_MAX_PIXELS
+  max_side: int | None = None
+  image_format: str = "jpeg"
+  examples_per_shard: int = 1000
+  tokenizer: str | None = None
+  text_len: int = 128
+  bbox_format: str = "xywh"  # hf only
+  progress: bool = True
+
+  def __post_init__(self):
+    if self.format not in FORMATS:
+      raise ValueError(f"unknown --format {self.format!r}; choose one of {', '.join(FORMATS)}")
+    if self.task not in TASKS:
+      raise ValueError(f"unknown --task {self.task!r}; choose one of {', '.join(TASKS)}")
+    bad = [s for s, _ in self.splits if s not in SPLITS]
+    if bad or any(f < 0 for _, f in self.splits) or sum(f for _, f in self.splits) <= 0:
+      raise ValueError(f"--splits {dict(self.splits)} must give non-negative fractions of {', '.join(SPLITS)}")
+
+
+def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
+  """`train=0.8,valid=0.1,test=0.1` -> (("train", 0.8), ...); fractions are normalised to sum to 1."""
+  try:
+    pairs = [(k.strip(), float(v)) for k, v in (part.split("=") for part in text.split(",") if part.strip())]
+  except ValueError:
+    raise ValueError(f"--splits {text!r} is not like train=0.8,valid=0.1,test=0.1") from None
+  total = sum(f for _, f in pairs)
+  return tuple((k, f / total) for k, f in pairs) if total > 0 else tuple(pairs)
+
+
+class ConversionError(RuntimeError):
+  """The conversion cannot produce a dataset; the message lists what to fix."""
+
+
+def convert(cfg: ConvertConfig) -> dict:
+  """Runs the conversion; returns the report (also written as `report.json`)."""
+  scratch = tempfile.mkdtemp(prefix="convert-")
+  staging = None
+  try:
+    source = READERS[cfg.format](storage.fetch_input(cfg.input, scratch), cfg.task,
+                                 scratch=os.path.join(scratch, "hf"), bbox_format=cfg.bbox_format)
+    classes = _resolve_classes(cfg, source) if cfg.task == "detect" else None
+    _fail_if_strict(cfg, source.issues)
+    staging = storage.staging_dir(cfg.output, scratch)
+    results = _run_tasks(cfg, _tasks(source), staging)
+    examples, issues = _collect(results, classes, source.issues)
+    _fail_if_strict(cfg, issues)
+    if not examples:
+      raise ConversionError(_no_rows_message(cfg, issues))
+    by_split = _assign_splits(examples, cfg.splits, cfg.seed)
+    for split in SPLITS:
+      _write_jsonl(os.path.join(staging, f"{split}.jsonl"), by_split[split])
+      records.write_shards(staging, split, (_record(staging, e) for e in by_split[split]), len(by_split[split]),
+                           cfg.examples_per_shard)
+    report = report_lib.build(cfg, by_split, classes, issues)
+    with open(os.path.join(staging, "report.json"), "w", encoding="utf-8") as f:
+      json.dump(report, f, indent=1, ensure_ascii=False)
+    storage.publish(staging, cfg.output)
+    log.info("wrote %s: %s; %d rejected, %d repaired", cfg.output,
+             ", ".join(f"{len(by_split[s])} {s}" for s in SPLITS), len(report["rejected"]), len(report["repaired"]))
+    return report
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+    if staging and os.path.isdir(staging):
+      shutil.rmtree(staging, ignore_errors=True)
+
+
+def _resolve_classes(cfg: ConvertConfig, source: Source) -> list[str]:
+  """The class list of the detect prompt; objects of other classes are dropped (and reported) when
+  `--classes` restricts them. Names that would break the loc text are an error naming their row."""
+  for row in source.rows:
+    for obj in row.objects or ():
+      try:
+        obj.label = check_class_name(obj.label)
+      except ValueError as e:
+        raise ConversionError(f"{row.file}, row {row.row} (image {row.image}): {e}") from None
+  used = [o.label for r in source.rows for o in r.objects or ()]
+  if cfg.classes:
+    classes = [check_class_name(c) for c in cfg.classes]
+    allowed = set(classes)
+    for row in source.rows:
+      kept = [o for o in row.objects if o.label in allowed]
+      row.repairs += [f"box of class {o.label!r} dropped: not in --classes" for o in row.objects if o.label not in allowed]
+      row.objects = kept
+  else:
+    try:
+      classes = [check_class_name(c) for c in source.classes or ()]
+    except ValueError as e:
+      raise ConversionError(f"the class list of {cfg.input}: {e}") from None
+    classes = list(dict.fromkeys(classes + sorted(set(used) - set(classes))))
+  if not classes:
+    raise ConversionError(f"{cfg.input} has no classes and no boxes; give --classes or check the --format")
+  return classes
+
+
+def _fail_if_strict(cfg: ConvertConfig, issues: list[Issue]) -> None:
+  rejected = [i for i in issues if i.action == "rejected"]
+  if cfg.strict and rejected:
+    listing = "\n  ".join(str(i) for i in rejected[:50])
+    raise ConversionError(f"--strict: {len(rejected)} row(s) rejected; fix them or run without --strict:\n  {listing}")
+
+
+def _no_rows_message(cfg: ConvertConfig, issues: list[Issue]) -> str:
+  listing = "\n  ".join(str(i) for i in issues[:20])
+  return (f"{cfg.input} (--format {cfg.format}, --task {cfg.task}) has no usable row"
+          + (f"; the first problems:\n  {listing}" if issues else "; check --format and the folder layout"))
+
+
+def _tasks(source: Source) -> list[Task]:
+  """One task per image, rows in source order; output names mirror the source paths (made unique)."""
+  grouped = collections.OrderedDict()
+  for row in source.rows:
+    grouped.setdefault(row.image, []).append(row)
+  tasks, taken = [], set()
+  for image, rows in grouped.items():
+    parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    stem = posixpath.splitext(posixpath.join("images", *parts))[0] if parts else "images/unnamed"
+    name, n = f"{stem}.jpg", 1
+    while name in taken:  # a.png and a.jpg both exist
+      n += 1
+      name = f"{stem}-{n}.jpg"
+    taken.add(name)
+    tasks.append(Task(source.root, image, name, rows))
+  return tasks
+
+
+def _run_tasks(cfg: ConvertConfig, tasks: list[Task], staging: str) -> list[TaskResult]:
+  options = ImageOptions(cfg.max_pixels, cfg.max_side, cfg.image_format)
+  if cfg.image_format == "png":
+    tasks = [dataclasses.replace(t, out_image=t.out_image[:-len(".jpg")] + ".png") for t in tasks]
+  work = functools.partial(run_task, staging_dir=staging, options=options)
+  workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(tasks)))
+  bar = tqdm(total=len(tasks), unit="img", desc="converting", disable=not cfg.progress)
+  try:
+    if workers == 1:
+      return [_tick(bar, work(t)) for t in tasks]
+    # forkserver: workers do not inherit the parent's threads (jax, gcsfs) yet start faster than spawn.
+    context = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      chunk = max(1, min(64, len(tasks) // (workers * 8)))
+      return [_tick(bar, r) for r in pool.map(work, tasks, chunksize=chunk)]
+  finally:
+    bar.close()
+
+
+def _tick(bar, result):
+  bar.update(1)
+  return result
+
+
+def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> tuple[list[dict], list[Issue]]:
+  """Task results -> examples (in source order) and every rejected or repaired row."""
+  examples, issues = [], list(source_issues)
+  prefix = detect_prefix(classes) if classes is not None else None
+  for result in results:
+    task = result.task
+    if result.error:
+      issues += [Issue(r.file, r.row, result.error.reason, image=task.image) for r in task.rows]
+      continue
+    for k, row_result in enumerate(result.rows):
+      row = row_result.row
+      notes = result.image_notes + row_result.repairs
+      if notes:
+        issues.append(Issue(row.file, row.row, "; ".join(notes), action="repaired", image=task.image))
+      example = {"image": task.out_image, "prefix": prefix if prefix is not None else row.prefix,
+                 "suffix": row_result.suffix if row.objects is not None else row.suffix,
+                 "id": f"{posixpath.splitext(task.out_image)[0][len('images/'):]}:{k}",
+                 "width": result.width, "height": result.height, "_split": row.split, "_group": task.out_image}
+      if row_result.objects is not None:
+        example["objects"] = row_result.objects
+      examples.append(example)
+  return examples, issues
+
+
+def _assign_splits(examples: list[dict], fractions, seed: int) -> dict[str, list[dict]]:
+  """Keeps the source's splits; splits the rest per image by `fractions` with a seeded shuffle."""
+  groups = sorted({e["_group"] for e in examples if e["_split"] is None})
+  random.Random(seed).shuffle(groups)
+  total = sum(f for _, f in fractions)
+  exact = [(name, len(groups) * f / total) for name, f in fractions]
+  counts = {name: int(x) for name, x in exact}
+  # Largest remainder: the rounding never loses or invents an image.
+  for name, _ in sorted(exact, key=lambda t: t[1] - int(t[1]), reverse=True)[:len(groups) - sum(counts.values())]:
+    counts[name] += 1
+  assigned, start = {}, 0
+  for name, _ in fractions:
+    assigned.update({g: name for g in groups[start:start + counts[name]]})
+    start += counts[name]
+  by_split = {s: [] for s in SPLITS}
+  for e in examples:
+    split = e.pop("_split") or assigned[e["_group"]]
+    del e["_group"]
+    by_split[split].append(e)
+  return by_split
+
+
+def _write_jsonl(path: str, examples: list[dict]) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    for e in examples:
+      f.write(json.dumps(e, ensure_ascii=False) + "\n")
+
+
+def _record(staging: str, example: dict) -> dict:
+  with open(os.path.join(staging, example["image"]), "rb") as f:
+    image = f.read()
+  return {"id": example["id"], "image": image, "image_path": example["image"], "prefix": example["prefix"],
+          "suffix": example["suffix"]}

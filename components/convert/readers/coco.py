@@ -1,0 +1,106 @@
+"""COCO JSON: `images`, `annotations` (bbox = [x, y, width, height] in pixels), `categories`.
+
+Layouts found (a path to a single `.json` file works too):
+- Roboflow's COCO export: `{train,valid,test}/_annotations.coco.json`, images beside each file;
+- COCO's own: `annotations/instances_{train,val}2017.json` with images in `{train,val}2017/` or `images/`;
+- any `*.json` in the root (split from the file name when it says one).
+Detection: one row per image, images without annotations kept as examples with no objects.
+Captioning: one row per caption annotation (`captions_*.json`).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from components.convert.readers.common import join_rel, rel, split_dirs, split_from_filename
+from components.convert.rows import Issue, Obj, Row, Source
+
+ROBOFLOW_FILE = "_annotations.coco.json"
+
+
+def _find_files(path: str) -> tuple[str, list[tuple[str, str | None]]]:
+  if os.path.isfile(path):
+    return os.path.dirname(os.path.abspath(path)), [(path, split_from_filename(path))]
+  nested = split_dirs(path, ROBOFLOW_FILE)
+  if nested:
+    return path, [(os.path.join(path, d, ROBOFLOW_FILE), s) for s, d in nested.items()]
+  files = sorted(glob.glob(os.path.join(path, "*.json")) + glob.glob(os.path.join(path, "annotations", "*.json")))
+  if not files:
+    raise FileNotFoundError(f"no COCO .json in {path}; expected {{train,valid,test}}/{ROBOFLOW_FILE}, "
+                            "annotations/instances_*.json or a .json file")
+  splits = [(f, split_from_filename(f)) for f in files]
+  return path, splits if len(splits) > 1 or any(s for _, s in splits) else [(files[0], None)]
+
+
+def _image_path(root: str, json_dir: str, file_name: str, json_name: str) -> str:
+  """The image's path relative to the root: beside the json, in images/, or in COCO's `{train2017}/`."""
+  stem = os.path.splitext(os.path.basename(json_name))[0].split("_")[-1]  # instances_val2017 -> val2017
+  candidates = [join_rel(json_dir, file_name), join_rel(json_dir, "images", file_name), join_rel(file_name),
+                join_rel("images", file_name), join_rel(stem, file_name), join_rel("images", stem, file_name)]
+  for candidate in candidates:
+    if os.path.isfile(os.path.join(root, candidate)):
+      return candidate
+  return candidates[0]  # missing: reported under the name most layouts use
+
+
+def class_list(categories: list[dict], used_ids: set) -> list[dict]:
+  """Categories by id, without Roboflow's unused parent category (the one the others name as supercategory)."""
+  parents = {c.get("supercategory") for c in categories}
+  return [c for c in sorted(categories, key=lambda c: c["id"]) if c["id"] in used_ids or c["name"] not in parents]
+
+
+def read(path: str, task: str, **_) -> Source:
+  if task not in ("detect", "caption"):
+    raise ValueError(f"COCO input supports --task detect or caption, not {task!r}")
+  root, files = _find_files(path)
+  rows, issues, classes = [], [], []
+  for json_path, split in files:
+    name = rel(json_path, root)
+    json_dir = rel(os.path.dirname(os.path.abspath(json_path)), root)
+    with open(json_path, encoding="utf-8") as f:
+      try:
+        coco = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{json_path} is not valid JSON ({e}); re-export the annotations") from None
+    if not isinstance(coco, dict) or "images" not in coco:
+      raise ValueError(f"{json_path} has no 'images' list; is it a COCO file?")
+    images = {img["id"]: img for img in coco["images"]}
+    per_image = {image_id: [] for image_id in images}
+    for i, ann in enumerate(coco.get("annotations", [])):
+      if ann.get("image_id") not in images:
+        issues.append(Issue(name, f"annotation {ann.get('id', i)}",
+                            f"refers to image id {ann.get('image_id')!r}, which is not in 'images'; fix or delete it"))
+        continue
+      per_image[ann["image_id"]].append(ann)
+    categories = {c["id"]: c["name"] for c in coco.get("categories", [])}
+    used = {a.get("category_id") for anns in per_image.values() for a in anns}
+    classes += [c["name"] for c in class_list(coco.get("categories", []), used)]
+    for image_id, img in images.items():
+      image = _image_path(root, json_dir, str(img.get("file_name", "")), name)
+      declared = (int(img["width"]), int(img["height"])) if img.get("width") and img.get("height") else None
+      anns = per_image[image_id]
+      if task == "caption":
+        for ann in anns:
+          if "caption" in ann:
+            rows.append(Row(image, name, image_id, split, prefix="caption en", suffix=str(ann["caption"]).strip()))
+        continue
+      row = Row(image, name, image_id, split, objects=[], declared_size=declared)
+      for ann in anns:
+        if ann.get("category_id") not in categories:
+          row.repairs.append(f"annotation {ann.get('id')} dropped: unknown category id {ann.get('category_id')!r}")
+        elif (box := _xywh(ann.get("bbox"))) is None:
+          row.repairs.append(f"annotation {ann.get('id')} dropped: bbox {ann.get('bbox')!r} is not [x, y, w, h]")
+        else:
+          x, y, w, h = box
+          row.objects.append(Obj(categories[ann["category_id"]], (x, y, x + w, y + h)))
+      rows.append(row)
+  return Source(root=root, rows=rows, classes=list(dict.fromkeys(classes)) or None, issues=issues)
+
+
+def _xywh(bbox) -> tuple[float, float, float, float] | None:
+  try:
+    x, y, w, h = (float(v) for v in bbox)
+  except (TypeError, ValueError):
+    return None
+  return x, y, w, h

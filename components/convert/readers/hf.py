@@ -1,0 +1,119 @@
+"""A Hugging Face dataset: a folder written by `save_to_disk`, or a hub name read through the hub cache.
+
+The image column is the first `Image` feature (or a column named `image`). Text columns by task:
+caption `caption`/`text`/`captions` (a list gives one row per caption), vqa `question` + `answer`/
+`answers`, ocr `text`/`ocr`; any task accepts `prefix` + `suffix`. Detection reads an `objects` column
+(`bbox` + `category`/`label`) with boxes as COCO [x, y, w, h] pixels (`bbox_format="xyxy"` for corners)
+and class names from its `ClassLabel` feature. Images are written once into a scratch folder so the
+workers can read files like for every other format.
+"""
+from __future__ import annotations
+
+import os
+
+from components.convert.locations import task_prefix
+from components.convert.rows import Issue, Obj, Row, Source, canonical_split
+
+TEXT_COLUMNS = {"caption": ("caption", "captions", "text"), "ocr": ("text", "ocr", "transcription"),
+                "vqa": ("answer", "answers")}
+
+
+def _load(path: str) -> datasets.DatasetDict:
+  import datasets  # imported where used: it costs seconds and only hf input needs it
+  if os.path.isdir(path):
+    loaded = datasets.load_from_disk(path)
+  else:
+    loaded = datasets.load_dataset(path)  # a hub name; offline runs resolve it from the HF cache
+  return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"": loaded})
+
+
+def _image_column(ds: datasets.Dataset) -> str:
+  import datasets
+  for name, feature in ds.features.items():
+    if isinstance(feature, datasets.Image):
+      return name
+  if "image" in ds.features:
+    return "image"
+  raise ValueError(f"the dataset has no Image column (columns: {', '.join(ds.features)}); add one named 'image'")
+
+
+def _first(columns, options):
+  return next((c for c in options if c in columns), None)
+
+
+def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> Source:
+  import datasets
+  dataset_dict = _load(path)
+  rows, issues, classes = [], [], None
+  for split_name, ds in dataset_dict.items():
+    split = canonical_split(split_name) if split_name else None
+    if split_name and split is None:
+      raise ValueError(f"split {split_name!r} of {path} is not train, valid or test (or an alias); rename it")
+    image_col = _image_column(ds)
+    ds = ds.cast_column(image_col, datasets.Image(decode=False))  # bytes as stored: our workers decode
+    text_col = None if {"prefix", "suffix"} <= set(ds.features) else _first(ds.features, TEXT_COLUMNS.get(task, ()))
+    if task != "detect" and text_col is None and not {"prefix", "suffix"} <= set(ds.features):
+      raise ValueError(f"{path}[{split_name}] has no column for {task} text (looked for "
+                       f"{', '.join(TEXT_COLUMNS[task])} or prefix+suffix; found {', '.join(ds.features)})")
+    if task == "detect":
+      classes = classes or _class_names(ds)
+    file = f"{path}[{split_name}]" if split_name else path
+    for index, example in enumerate(ds):
+      image = _write_image(example[image_col], scratch, split_name or "all", index)
+      if image is None:
+        issues.append(Issue(file, index, "the image cell is empty; fill it or drop the row"))
+        continue
+      for prefix, suffix, objects in _texts(example, task, text_col, classes, bbox_format):
+        rows.append(Row(image, file, index, split, prefix=prefix, suffix=suffix, objects=objects))
+  return Source(root=scratch, rows=rows, classes=classes, issues=issues)
+
+
+def _write_image(cell, scratch: str, split: str, index: int) -> str | None:
+  if not cell or not (cell.get("bytes") or cell.get("path")):
+    return None
+  data = cell.get("bytes")
+  if data is None:
+    with open(cell["path"], "rb") as f:
+      data = f.read()
+  ext = os.path.splitext(cell.get("path") or "")[1].lower() or ".img"
+  relpath = f"{split or 'all'}/{index:06d}{ext}"
+  os.makedirs(os.path.join(scratch, split or "all"), exist_ok=True)
+  with open(os.path.join(scratch, relpath), "wb") as f:
+    f.write(data)
+  return relpath
+
+
+def _class_names(ds: datasets.Dataset) -> list[str] | None:
+  import datasets
+  objects = ds.features.get("objects")
+  if objects is None:
+    raise ValueError(f"detection needs an 'objects' column with bbox and category (found {', '.join(ds.features)})")
+  inner = objects.feature if isinstance(objects, (datasets.Sequence, datasets.List)) else objects
+  for key in ("category", "label", "categories", "labels"):
+    feature = inner.get(key) if isinstance(inner, dict) else None
+    feature = getattr(feature, "feature", feature)
+    if isinstance(feature, datasets.ClassLabel):
+      return list(feature.names)
+  return None
+
+
+def _texts(example: dict, task: str, text_col: str | None, classes, bbox_format: str):
+  """-> [(prefix, suffix, objects)] for one example (several for a list of captions)."""
+  if task == "detect":
+    objects = example["objects"]
+    if isinstance(objects, list):  # a list of {bbox, category} dicts rather than a dict of lists
+      objects = {k: [o[k] for o in objects] for k in (objects[0] if objects else {"bbox": 0, "category": 0})}
+    labels = next((objects[k] for k in ("category", "label", "categories", "labels") if k in objects), [])
+    result = []
+    for box, label in zip(objects.get("bbox", []), labels):
+      name = classes[label] if classes and isinstance(label, int) else str(label)
+      x1, y1, a, b = (float(v) for v in box)
+      result.append(Obj(name, (x1, y1, a, b) if bbox_format == "xyxy" else (x1, y1, x1 + a, y1 + b)))
+    return [(None, None, result)]
+  if text_col is None:
+    return [(str(example["prefix"]), str(example["suffix"]), None)]
+  answers = example[text_col]
+  answers = [str(a) for a in answers] if isinstance(answers, list) else [str(answers)]
+  if task == "vqa":
+    return [(task_prefix("vqa", str(example["question"])), answers[0], None)]
+  return [(task_prefix(task), a, None) for a in answers]

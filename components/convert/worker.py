@@ -1,0 +1,124 @@
+"""The per-image work that runs in parallel: decode, orient, normalise, downscale, fix boxes, encode, write.
+
+One task is one image and every row that uses it (a COCO image with five captions is decoded once).
+Tasks and results are plain picklable data so a process pool can run them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from components.convert import images
+from components.convert.locations import boxes_to_loc_text
+from components.convert.rows import Issue, Row, RowError
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  max_pixels: int = images.DEFAULT_MAX_PIXELS
+  max_side: int | None = None  # longer side of the written image; None keeps the size
+  image_format: str = "jpeg"  # or "png"
+
+
+@dataclasses.dataclass
+class Task:
+  root: str  # local dataset root
+  image: str  # image path relative to the root
+  out_image: str  # where to write it, relative to the output directory
+  rows: list[Row]
+
+
+@dataclasses.dataclass
+class RowResult:
+  row: Row
+  suffix: str | None = None  # detection: the loc text; other tasks keep `row.suffix`
+  objects: list[dict] | None = None  # detection: [{"label", "box": [x1, y1, x2, y2]}] in written pixels
+  repairs: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class TaskResult:
+  task: Task
+  width: int = 0
+  height: int = 0
+  rows: list[RowResult] = dataclasses.field(default_factory=list)
+  error: Issue | None = None  # the image itself was unusable: every row of the task is rejected
+  image_notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def run_task(task: Task, staging_dir: str, options: ImageOptions) -> TaskResult:
+  """Writes `staging_dir/task.out_image`; never raises for bad data (the result carries the error)."""
+  try:
+    path = images.resolve_inside(task.root, task.image)
+    image, orientation, stored_size, notes = images.load_rgb(path, options.max_pixels, name=task.image)
+  except RowError as e:
+    first = task.rows[0]
+    return TaskResult(task, error=Issue(first.file, first.row, str(e), image=task.image))
+  oriented_size = image.size
+  image = images.downscale(image, options.max_side)
+  data = images.encode(image, options.image_format)
+  out_path = os.path.join(staging_dir, task.out_image)
+  os.makedirs(os.path.dirname(out_path), exist_ok=True)
+  with open(out_path, "wb") as f:
+    f.write(data)
+  result = TaskResult(task, width=image.width, height=image.height, image_notes=notes)
+  for row in task.rows:
+    row_result = RowResult(row, repairs=list(row.repairs))
+    if row.objects is not None:
+      geometry = _Geometry(stored_size, oriented_size, image.size, orientation, row.declared_size)
+      row_result.objects = _fix_boxes(row, geometry, row_result.repairs)
+      row_result.suffix = boxes_to_loc_text(
+          [o["box"] for o in row_result.objects], [o["label"] for o in row_result.objects], image.width, image.height)
+    result.rows.append(row_result)
+  return result
+
+
+@dataclasses.dataclass
+class _Geometry:
+  stored: tuple[int, int]  # (w, h) of the pixel grid in the file
+  oriented: tuple[int, int]  # after EXIF orientation
+  written: tuple[int, int]  # after downscaling
+  orientation: int
+  declared: tuple[int, int] | None  # what the annotation file says
+
+  def boxes_already_oriented(self) -> bool:
+    """An annotation tool that showed the rotated image declares the rotated size."""
+    return (self.orientation != 1 and self.declared is not None
+            and tuple(self.declared) == self.oriented and tuple(self.declared) != self.stored)
+
+
+def _fix_boxes(row: Row, g: _Geometry, repairs: list[str]) -> list[dict]:
+  """Source boxes -> written-image pixels: orient, scale, clip; degenerate boxes dropped (and reported)."""
+  oriented = g.boxes_already_oriented()
+  scale_x = g.written[0] / g.oriented[0]
+  scale_y = g.written[1] / g.oriented[1]
+  out_w, out_h = g.written
+  fixed = []
+  if g.declared and tuple(g.declared) not in (g.stored, g.oriented):
+    # Rescaling would guess; the pixels of the real file are the ground truth, so say what we assumed.
+    repairs.append(f"annotation says the image is {g.declared[0]}x{g.declared[1]} but the file is "
+                   f"{g.stored[0]}x{g.stored[1]}; boxes taken as pixels of the file")
+  for i, obj in enumerate(row.objects):
+    what = f"box {i + 1} ({obj.label!r}, {tuple(round(v, 2) for v in obj.box)})"
+    if not all(math.isfinite(v) for v in obj.box):
+      repairs.append(f"{what} dropped: not a finite number")
+      continue
+    if obj.box[2] <= obj.box[0] or obj.box[3] <= obj.box[1]:
+      repairs.append(f"{what} dropped: zero or negative width or height")
+      continue
+    frame = g.oriented if oriented else g.stored
+    box = obj.box
+    if obj.normalized:
+      box = (box[0] * frame[0], box[1] * frame[1], box[2] * frame[0], box[3] * frame[1])
+    if not oriented:
+      box = images.orient_box(box, g.orientation, *g.stored)
+    x1, y1, x2, y2 = box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y
+    clipped = (min(max(x1, 0.0), out_w), min(max(y1, 0.0), out_h), min(max(x2, 0.0), out_w), min(max(y2, 0.0), out_h))
+    if clipped[2] - clipped[0] <= 0 or clipped[3] - clipped[1] <= 0:
+      repairs.append(f"{what} dropped: entirely outside the {out_w}x{out_h} image")
+      continue
+    if any(abs(a - b) > 1e-6 * max(out_w, out_h) for a, b in zip(clipped, (x1, y1, x2, y2))):
+      repairs.append(f"{what} clipped to the image")
+    fixed.append({"label": obj.label, "box": [round(float(v), 3) for v in clipped]})
+  return fixed

@@ -1,0 +1,337 @@
+"""The download step: a checkpoint and a tokenizer from any source into a model directory.
+
+    plan (name -> source, model_cfg)  ->  reuse verified files  ->  fetch with retries  ->  model.json
+    ->  manifest.json last (a directory with a manifest is complete)  ->  upload when DIR is gs://
+
+A model directory (docs/ARCHITECTURE.md): `<checkpoint>.npz`, `tokenizer.model`, `model.json` (the
+model_cfg plus `name` and `checkpoint`), `manifest.json` (`files`: name -> source, size, sha256, crc32c).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+
+import httpx2
+import requests
+from google.api_core import exceptions as gexc
+
+from components.download import files, gcs, hf, kaggle, sources, validate
+from components.download.errors import ChecksumError, DownloadError
+from components.download.sources import DEFAULT_TOKENIZER, Kind, Source
+
+MANIFEST, MODEL_JSON, TOKENIZER = "manifest.json", "model.json", "tokenizer.model"
+RETRIES = 3
+RETRY_WAIT_S = 1.0
+# Errors worth another attempt: bad bytes, dropped connections, overloaded servers. The clients resume
+# partial files, so a retry fetches only what is missing.
+TRANSIENT = (ChecksumError, ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
+             requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout, httpx2.TransportError,
+             gexc.ServerError, gexc.TooManyRequests)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How to fetch: a Hugging Face token from a mounted file (else HF_TOKEN is used), GCS chunk size."""
+  hf_token: str | None = None
+  gcs_chunk_bytes: int = gcs.CHUNK_BYTES
+
+
+@dataclasses.dataclass
+class Plan:
+  """What to fetch: the checkpoint source, the model's name and config when known before fetching."""
+  checkpoint: Source
+  tokenizer: Source | None  # None: the tokenizer beside the checkpoint, else the default
+  name: str | None
+  model_cfg: dict | None
+  kaggle_file: str | None = None  # the file of a kaggle:// URI that names none
+  dtype: str | None = None  # cast on conversion (hf sources)
+
+
+def plan(model: str, source: str | None = None, tokenizer: str | None = None, dtype: str = "bfloat16",
+         gcs_mirror: str | None = None) -> Plan:
+  """Turns the CLI's --model/--source/--tokenizer into a Plan; bad combinations are clear errors."""
+  if dtype not in sources.DTYPES:
+    raise DownloadError(f"--dtype {dtype} is not one of {sources.DTYPES}")
+  tok = sources.parse(tokenizer) if tokenizer else None
+  if _is_uri(model):
+    if source is not None:
+      raise DownloadError(f"--model is already a source ({model}); --source {source} is for a model NAME")
+    ckpt = sources.parse(model)
+    name = _name_of(ckpt)
+    return Plan(ckpt, tok, name, _model_config(name) if name else None, _kaggle_file(ckpt, name, dtype), dtype)
+  model_cfg = _model_config(model)
+  if source is None or source in ("kaggle", "gcs", "hf"):
+    if not sources.is_release_name(model):
+      raise DownloadError(f"{model} is a configuration, not a released checkpoint: give the weights with "
+                          "--source URI (kaggle://, gs://, hf:// or a path)")
+    ckpt = sources.release_source(model, source or "kaggle", dtype, gcs_mirror)
+  else:
+    ckpt = sources.parse(source)
+  return Plan(ckpt, tok, model, model_cfg, _kaggle_file(ckpt, model, dtype), dtype)
+
+
+def download_model(model: str, output: str, source: str | None = None, tokenizer: str | None = None,
+                   dtype: str = "bfloat16", *, gcs_mirror: str | None = None, kaggle_credentials: str | None = None,
+                   hf_credentials: str | None = None, cache_dir: str | None = None, retries: int = RETRIES,
+                   gcs_chunk_mib: int = gcs.CHUNK_BYTES // 2**20) -> str:
+  """Fills model directory `output` (local or gs://) and returns it. See the module docstring."""
+  p = plan(model, source, tokenizer, dtype, gcs_mirror)
+  if kaggle_credentials:
+    kaggle.use_credentials_file(kaggle_credentials)
+  opts = Options(hf.read_token_file(hf_credentials) if hf_credentials else None, gcs_chunk_mib * 2**20)
+  out = _Output(output, cache_dir)
+  manifest = out.read_manifest()
+  entries: dict[str, dict] = {}
+
+  # The checkpoint.
+  ckpt_key = {"source": p.checkpoint.uri, "dtype": p.dtype if p.checkpoint.kind is Kind.HF else None}
+  ckpt_name = out.verified_entry(manifest, ckpt_key)
+  snapshot_dir = None
+  if ckpt_name is None:
+    ckpt_name, entry, snapshot_dir, hf_cfg = _with_retries(
+        lambda force: _fetch_checkpoint(p, out, opts, force), p.checkpoint.uri, retries)
+    entries[ckpt_name] = {**entry, **ckpt_key}
+    if hf_cfg is not None and p.model_cfg is None:
+      p.model_cfg = hf_cfg
+  else:
+    entries[ckpt_name] = manifest["files"][ckpt_name]
+
+  # The tokenizer: --tokenizer, else the one beside the checkpoint (hf repo, model dir), else the default.
+  tok_source = p.tokenizer or _tokenizer_beside(p.checkpoint, snapshot_dir) or sources.parse(DEFAULT_TOKENIZER)
+  tok_key = {"source": tok_source.uri, "dtype": None}
+  if out.verified_entry(manifest, tok_key, TOKENIZER) is None:
+    entry = _with_retries(lambda force: _fetch_file(tok_source, out.local(TOKENIZER), opts, force,
+                                                    validate.tokenizer), tok_source.uri, retries)
+    entries[TOKENIZER] = {**entry, **tok_key}
+  else:
+    entries[TOKENIZER] = manifest["files"][TOKENIZER]
+
+  # model.json, then the manifest that marks the directory complete.
+  name = p.name or _name_beside(p.checkpoint) or ckpt_name.removesuffix(".npz")
+  model_cfg = p.model_cfg or _model_cfg_beside(p.checkpoint) or out.previous_model_cfg(ckpt_name)
+  if model_cfg is None:
+    raise DownloadError(f"cannot tell which model {p.checkpoint.uri} is: pass its configuration name, e.g. "
+                        f"--model paligemma2-3b-pt-224 --source {p.checkpoint.uri}")
+  files.write_json_atomic(out.local(MODEL_JSON), {**model_cfg, "name": name, "checkpoint": ckpt_name})
+  entries[MODEL_JSON] = {**_entry(out.local(MODEL_JSON)), "source": "generated"}
+  for file_name in entries:
+    out.publish(file_name, entries[file_name])
+  out.write_manifest({"name": name, "checkpoint": ckpt_name, "files": entries,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+  log.info("model directory ready: %s (%s, checkpoint %s, %s)", output, name, ckpt_name,
+           files.human(entries[ckpt_name]["size"]))
+  return output
+
+
+def _fetch_checkpoint(p: Plan, out: "_Output", opts: Options, force: bool):
+  """(file name, manifest entry, hf snapshot dir or None, model_cfg from hf or None)."""
+  if p.checkpoint.kind is Kind.HF:
+    snap, commit = hf.snapshot(p.checkpoint, opts.hf_token, force)
+    hf.verify_snapshot(snap)
+    name = p.checkpoint.basename + ".npz"
+    model_cfg = hf.convert(snap, out.local(name), p.dtype)
+    return name, {**_entry(out.local(name)), "revision": commit}, snap, model_cfg
+  if p.checkpoint.kind is Kind.KAGGLE:
+    cached = kaggle.download(p.checkpoint, p.kaggle_file, force)
+    name = os.path.basename(cached)
+    files.place(cached, out.local(name))
+  else:
+    name = p.checkpoint.basename
+    _fetch_file(p.checkpoint, out.local(name), opts, force)
+  validate.checkpoint(out.local(name))
+  return name, _entry(out.local(name)), None, None
+
+
+def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None) -> dict:
+  """Puts the single file `src` at `dest` atomically and returns its manifest entry."""
+  if src.kind is Kind.GCS:
+    gcs.download(src.uri, dest, gcs.client(), opts.gcs_chunk_bytes)
+  elif src.kind is Kind.KAGGLE:
+    files.place(kaggle.download(src, None, force), dest)
+  elif src.kind is Kind.HF:
+    snap, _ = hf.snapshot(src, opts.hf_token, force)
+    hf.verify_snapshot(snap)
+    if not os.path.exists(os.path.join(snap, TOKENIZER)):
+      raise DownloadError(f"{src.uri} has no {TOKENIZER}: give the tokenizer with --tokenizer URI")
+    files.place(os.path.realpath(os.path.join(snap, TOKENIZER)), dest)
+  else:
+    if not os.path.isfile(src.uri):
+      raise DownloadError(f"{src.uri} does not exist or is not a file")
+    if os.path.abspath(src.uri) != os.path.abspath(dest):
+      tmp = f"{dest}.tmp{os.getpid()}"
+      shutil.copyfile(src.uri, tmp)
+      os.replace(tmp, dest)
+  if check is not None:
+    check(dest)
+  return _entry(dest)
+
+
+def _with_retries(fetch, what: str, retries: int):
+  """Calls `fetch(force)`; a transient failure is retried (`force` after a checksum error, so a bad cached
+  copy is fetched again) up to `retries` times, then becomes a clear error."""
+  force = False
+  for attempt in range(1, retries + 1):
+    try:
+      return fetch(force)
+    except TRANSIENT as e:
+      reason = " ".join(str(e).split())[:300]
+      force = force or isinstance(e, ChecksumError)
+      if attempt == retries:
+        if isinstance(e, ChecksumError):
+          raise ChecksumError(f"{what} failed its checksum {retries} times ({reason}). The copy at the source may be "
+                              "corrupted; try again later or report it to the publisher.") from None
+        raise DownloadError(f"could not download {what} after {retries} attempts: {reason}") from None
+      log.warning("attempt %d/%d for %s failed (%s); retrying", attempt, retries, what, reason)
+      time.sleep(RETRY_WAIT_S * attempt)
+
+
+def _entry(path: str) -> dict:
+  d = files.digest(path, crc32c=True)
+  return {"size": d.size, "sha256": d.sha256, "crc32c": d.crc32c}
+
+
+class _Output:
+  """The model directory: local, or gs:// with files staged under the cache first."""
+
+  def __init__(self, output: str, cache_dir: str | None):
+    self.uri = output.rstrip("/")
+    self.remote = output.startswith("gs://")
+    if self.remote:
+      cache = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "paligemma_pipelines")
+      self.dir = os.path.join(cache, "staging", hashlib.sha256(self.uri.encode()).hexdigest()[:16])
+      self._gcs = gcs.client()
+    else:
+      self.dir = os.path.abspath(output)
+    os.makedirs(self.dir, exist_ok=True)
+
+  def local(self, name: str) -> str:
+    return os.path.join(self.dir, name)
+
+  def read_manifest(self) -> dict:
+    if self.remote:
+      text = gcs.read_text(f"{self.uri}/{MANIFEST}", self._gcs)
+    else:
+      path = self.local(MANIFEST)
+      text = open(path).read() if os.path.exists(path) else None
+    try:
+      manifest = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+      log.warning("ignoring unreadable %s in %s", MANIFEST, self.uri)
+      manifest = {}
+    return manifest if isinstance(manifest.get("files"), dict) else {"files": {}}
+
+  def previous_model_cfg(self, checkpoint: str) -> dict | None:
+    """The model_cfg of the model.json already in DIR for `checkpoint` (a re-run that fetched nothing)."""
+    if self.remote:
+      text = gcs.read_text(f"{self.uri}/{MODEL_JSON}", self._gcs)
+    else:
+      path = self.local(MODEL_JSON)
+      text = open(path).read() if os.path.exists(path) else None
+    model_json = json.loads(text) if text else {}
+    if model_json.get("checkpoint") != checkpoint:
+      return None
+    return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")}
+
+  def verified_entry(self, manifest: dict, key: dict, name: str | None = None) -> str | None:
+    """The name of a file in DIR from the same source whose bytes still match the manifest, if any."""
+    for file_name, entry in manifest["files"].items():
+      if (name in (None, file_name) and entry.get("source") == key["source"]
+          and entry.get("dtype") == key["dtype"] and self._matches(file_name, entry)):
+        log.info("%s is already in %s and verified; not downloading it again", file_name, self.uri)
+        return file_name
+    return None
+
+  def _matches(self, name: str, entry: dict) -> bool:
+    if self.remote:  # the object's crc32c, from its metadata: no need to read 55 GB back
+      return entry.get("crc32c") is not None and gcs.crc32c_of(f"{self.uri}/{name}", self._gcs) == entry["crc32c"]
+    path = self.local(name)
+    if not os.path.isfile(path) or os.path.getsize(path) != entry.get("size"):
+      return False
+    return files.digest(path).sha256 == entry.get("sha256")
+
+  def publish(self, name: str, entry: dict) -> None:
+    """Uploads a staged file to gs:// unless the same bytes are there already."""
+    if not self.remote:
+      return
+    uri = f"{self.uri}/{name}"
+    if gcs.crc32c_of(uri, self._gcs) != entry["crc32c"]:
+      gcs.upload(self.local(name), uri, self._gcs)
+
+  def write_manifest(self, manifest: dict) -> None:
+    files.write_json_atomic(self.local(MANIFEST), manifest)
+    if self.remote:
+      gcs.upload(self.local(MANIFEST), f"{self.uri}/{MANIFEST}", self._gcs)
+
+
+def _is_uri(model: str) -> bool:
+  return "://" in model or os.sep in model or model.endswith(".npz") or os.path.exists(model)
+
+
+def _model_config(name: str) -> dict:
+  from components.paligemma import configs  # the model library owns the configurations
+
+  try:
+    return configs.model_config(name)
+  except (KeyError, ValueError) as e:
+    raise DownloadError(f"unknown model {name!r} ({e}): use a released name such as paligemma2-3b-pt-224 or "
+                        "paligemma-3b-mix-448, or a kaggle://, gs://, hf:// URI or a path") from None
+
+
+def _name_of(src: Source) -> str | None:
+  """The released name a source is (a Kaggle variation, a published file name), if it is one."""
+  if src.kind is Kind.KAGGLE:
+    variation = sources.kaggle_variation(src)
+    return variation if sources.is_release_name(variation) else None
+  if src.kind in (Kind.GCS, Kind.LOCAL):
+    return sources.name_from_file(src.basename)
+  return None  # hf: from_hf tells the config; the name is the repo's
+
+
+def _kaggle_file(src: Source, name: str | None, dtype: str) -> str | None:
+  if src.kind is not Kind.KAGGLE or sources.kaggle_parts(src)[1] or not name:
+    return None
+  return sources.release_source(name, "kaggle", dtype).basename
+
+
+def _beside(src: Source, file_name: str) -> str | None:
+  """The text of `file_name` in the checkpoint's directory (local or gs://), if there is one."""
+  if src.kind is Kind.LOCAL:
+    path = os.path.join(os.path.dirname(src.uri), file_name)
+    return open(path).read() if os.path.isfile(path) else None
+  if src.kind is Kind.GCS:
+    return gcs.read_text(f"{src.uri.rsplit('/', 1)[0]}/{file_name}", gcs.client())
+  return None
+
+
+def _model_json_beside(src: Source) -> dict | None:
+  text = _beside(src, MODEL_JSON)
+  return json.loads(text) if text else None
+
+
+def _model_cfg_beside(src: Source) -> dict | None:
+  model_json = _model_json_beside(src)
+  return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")} if model_json else None
+
+
+def _name_beside(src: Source) -> str | None:
+  model_json = _model_json_beside(src)
+  return model_json.get("name") if model_json else None
+
+
+def _tokenizer_beside(src: Source, snapshot_dir: str | None) -> Source | None:
+  if src.kind is Kind.HF:
+    return src if snapshot_dir is None or os.path.exists(os.path.join(snapshot_dir, TOKENIZER)) else None
+  if src.kind is Kind.LOCAL:
+    path = os.path.join(os.path.dirname(src.uri), TOKENIZER)
+    return sources.parse(path) if os.path.isfile(path) else None
+  if src.kind is Kind.GCS:
+    uri = f"{src.uri.rsplit('/', 1)[0]}/{TOKENIZER}"
+    return sources.parse(uri) if gcs.crc32c_of(uri, gcs.client()) is not None else None
+  return None

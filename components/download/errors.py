@@ -1,0 +1,9 @@
+"""The download step's errors: each message says what went wrong and what to do."""
+
+
+class DownloadError(RuntimeError):
+  """A download that cannot succeed as asked (access refused, not found, bad input)."""
+
+
+class ChecksumError(DownloadError):
+  """Bytes that do not match their checksum; retried before it reaches the user."""

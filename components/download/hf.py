@@ -1,0 +1,103 @@
+"""Hugging Face hub downloads: a snapshot of the transformers-layout files, converted to big_vision's .npz.
+
+huggingface_hub keeps its cache in `$HF_HUB_CACHE` (blobs + per-commit snapshots), resumes a partial blob
+from its `.incomplete` file, and with a pinned commit (`hf://org/repo@<40 hex>`) serves a cached snapshot
+without any request. The token comes from `HF_TOKEN` or a mounted file (`--hf-credentials`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import huggingface_hub
+from huggingface_hub import errors as hf_errors
+
+from components.download import files, secrets
+from components.download.errors import ChecksumError, DownloadError
+from components.download.sources import Source, hf_parts
+
+# The weights, their index, the configs and the sentencepiece model; nothing else (no .bin / .gguf copies).
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
+
+log = logging.getLogger(__name__)
+
+
+def read_token_file(path: str) -> str:
+  try:
+    with open(path) as f:
+      token = f.read().strip()
+  except OSError as e:
+    raise DownloadError(f"cannot read the Hugging Face token file {path}: {e.strerror}") from None
+  if not token or len(token.split()) != 1:
+    raise DownloadError(f"{path} should hold one Hugging Face access token")
+  secrets.register(token)
+  return token
+
+
+def snapshot(source: Source, token: str | None = None, force: bool = False) -> tuple[str, str]:
+  """(local snapshot directory, commit hash) of hf:// `source`."""
+  repo, revision = hf_parts(source)
+  page = f"https://huggingface.co/{repo}"
+  try:
+    path = huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS, token=token,
+                                             force_download=force)
+  except hf_errors.GatedRepoError:
+    raise DownloadError(f"{source.uri} is gated (HTTP 401/403): accept the model's licence at {page} and set HF_TOKEN "
+                        "(or --hf-credentials FILE) to a token of that account") from None
+  except hf_errors.RevisionNotFoundError:
+    raise DownloadError(f"{repo} has no revision {revision!r}: check the branch, tag or commit at {page}") from None
+  except hf_errors.RepositoryNotFoundError as e:
+    status = e.response.status_code if e.response is not None else None
+    raise DownloadError(f"the hub has no repository {repo} it will show you (HTTP {status}): check the name; if it is "
+                        f"private or gated, accept its licence at {page} and set HF_TOKEN (or --hf-credentials "
+                        "FILE)") from None
+  except hf_errors.HfHubHTTPError as e:
+    status = e.response.status_code if e.response is not None else None
+    raise DownloadError(f"the hub answered HTTP {status} for {source.uri}; try again later") from None
+  return path, os.path.basename(os.path.normpath(path))
+
+
+def convert(snapshot_dir: str, out_path: str, dtype: str | None) -> dict:
+  """Writes the big_vision .npz of a transformers PaliGemma snapshot to `out_path` (atomically) and returns
+  its model_cfg."""
+  from components.paligemma import from_hf, save  # the model library; imported here to keep this step light
+
+  if not any(f.endswith(".safetensors") for f in os.listdir(snapshot_dir)):
+    raise DownloadError(f"{snapshot_dir} has no .safetensors weights: is this a transformers PaliGemma repo?")
+  log.info("converting the transformers checkpoint in %s to big_vision's layout", snapshot_dir)
+  params, model_cfg = from_hf(snapshot_dir)
+  tmp = f"{out_path}.tmp{os.getpid()}.npz"
+  save(params, tmp, dtype=dtype)
+  os.replace(tmp, out_path)
+  return model_cfg
+
+
+def verify_snapshot(snapshot_dir: str) -> None:
+  """Checks every file of a snapshot against the name of its cache blob: the sha256 of the bytes (LFS
+  files) or the git blob sha1 (small files). huggingface_hub itself checks sizes only. A bad blob is
+  deleted so that the next attempt fetches it again."""
+  for root, _, names in os.walk(snapshot_dir):
+    for name in names:
+      link = os.path.join(root, name)
+      blob = os.path.realpath(link)
+      expected = os.path.basename(blob)
+      if len(expected) == 64:
+        actual = files.digest(blob).sha256
+      elif len(expected) == 40:
+        actual = _git_blob_sha1(blob)
+      else:
+        continue  # not a hub cache blob (e.g. a local_dir copy): nothing to check against
+      if actual != expected:
+        os.remove(blob)
+        os.remove(link)
+        raise ChecksumError(f"{os.path.relpath(link, snapshot_dir)} from the hub does not match its hash "
+                            f"({actual} != {expected})")
+
+
+def _git_blob_sha1(path: str) -> str:
+  sha = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode())
+  with open(path, "rb") as f:
+    while chunk := f.read(files.READ_BYTES):
+      sha.update(chunk)
+  return sha.hexdigest()

@@ -1,0 +1,47 @@
+"""Keeps credentials out of logs and error messages.
+
+Credentials reach the clients only through the environment or mounted files, never through arguments we
+log or write. As a second line of defence every known secret value is replaced by `***` in log records
+and in the error the CLI prints.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+SECRET_ENV_VARS = ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
+_secrets: set[str] = set()
+
+
+def register(value: str | None) -> None:
+  if value and len(value) >= _MIN_SECRET_LEN:
+    _secrets.add(value)
+
+
+def register_environment() -> None:
+  for var in SECRET_ENV_VARS:
+    register(os.environ.get(var))
+
+
+def redact(text: str) -> str:
+  for value in sorted(_secrets, key=len, reverse=True):
+    text = text.replace(value, "***")
+  return text
+
+
+class RedactingFilter(logging.Filter):
+  """Rewrites a record's message with every registered secret replaced by `***`."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if _secrets:
+      record.msg, record.args = redact(record.getMessage()), None
+    return True
+
+
+def install_log_redaction() -> None:
+  """Adds the redacting filter to the handlers of the root logger and of kagglehub (which prints to
+  stdout through its own handler). Call after logging is configured."""
+  for name in ("", "kagglehub"):
+    for handler in logging.getLogger(name).handlers:
+      handler.addFilter(RedactingFilter())

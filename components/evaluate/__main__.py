@@ -1,0 +1,74 @@
+"""`python -m components.evaluate {run,score}`: decode and score a checkpoint, or score predictions."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from components.evaluate import jsonl, outputs, scoring
+
+
+def _add_score(sub) -> None:
+  p = sub.add_parser("score", help="score predictions made anywhere against references",
+                     description="Scores a predictions JSONL (image, prefix, prediction[, tokens, token_logprobs]) "
+                                 "against references (image, prefix, suffix), matched by (image, prefix). Prints the "
+                                 "metrics as JSON; with --output also writes metrics.json and report.html there.")
+  p.add_argument("--task", required=True, choices=scoring.TASKS)
+  p.add_argument("--predictions", required=True, help="predictions JSONL")
+  p.add_argument("--references", required=True, help="references JSONL, e.g. a dataset's valid.jsonl")
+  p.add_argument("--output", help="directory for metrics.json and report.html (optional)")
+  p.add_argument("--images", help="directory the `image` paths are relative to, for the report "
+                                  "(default: the references file's directory)")
+  p.add_argument("--baseline", help="an earlier evaluation directory to compare against in the report")
+
+
+def _add_run(sub) -> None:
+  p = sub.add_parser("run", help="decode a split with a checkpoint, then score it and write the report",
+                     description="Decodes every example of DIR/{split}.jsonl with the checkpoint, in batches "
+                                 "sharded over the devices present, and writes OUT/predictions.jsonl, "
+                                 "OUT/metrics.json and OUT/report.html.")
+  p.add_argument("--checkpoint", required=True, help="a finetune workdir, or an .npz with model.json and "
+                                                     "tokenizer.model beside it")
+  p.add_argument("--data", required=True, help="dataset directory written by components.convert")
+  p.add_argument("--split", default="valid")
+  p.add_argument("--task", required=True, choices=scoring.TASKS)
+  p.add_argument("--output", required=True, help="evaluation directory to write")
+  p.add_argument("--sampler", default="greedy", help="greedy | beam:N | nucleus:P | temperature:T (default greedy)")
+  p.add_argument("--max-decode-len", type=int, default=None, help="tokens to generate (default: by task)")
+  p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+  p.add_argument("--batch-size", type=int, default=8, help="examples per decoding step (padded to a multiple "
+                                                            "of the device count)")
+  p.add_argument("--which", default="latest", choices=("latest", "best"), help="checkpoint of a workdir to use")
+  p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: longest prompt of the split)")
+  p.add_argument("--seed", type=int, default=0, help="sampling seed (for nucleus/temperature)")
+  p.add_argument("--baseline", help="an earlier evaluation directory (e.g. of the base model) to show side by side")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True)
+  _add_run(sub)
+  _add_score(sub)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  if args.command == "score":
+    predictions = jsonl.read_jsonl(args.predictions, required=("image", "prefix", "prediction"))
+    references = jsonl.read_jsonl(args.references, required=("image", "prefix", "suffix"))
+    if args.output:
+      image_root = args.images or os.path.dirname(os.path.abspath(args.references))
+      metrics = outputs.write_evaluation(args.output, args.task, predictions, references, image_root=image_root,
+                                         baseline_dir=args.baseline, predictions_name=args.predictions)
+    else:
+      metrics, _ = scoring.score(args.task, predictions, references, predictions_name=args.predictions)
+  else:
+    from components.evaluate import runner  # imports jax and the model only when decoding
+    metrics = runner.run(runner.RunArgs.from_namespace(args))
+  json.dump(metrics, sys.stdout, indent=2)
+  sys.stdout.write("\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

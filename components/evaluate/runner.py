@@ -1,0 +1,241 @@
+"""`evaluate run`: decode a dataset split with a checkpoint, in batches sharded over the devices present.
+
+  checkpoint -> params, model_cfg, tokenizer     (workdir, model directory, or .npz with model.json beside it)
+  DIR/{split}.jsonl -> unique (image, prefix) prompts, in file order, `--limit` of them
+  per batch: images (the trainer's preprocessing) + prompts -> batch [B] padded to a multiple of the
+             device count -> `paligemma.decode` (KV cache sharded with the batch) -> real rows only
+  -> OUT/predictions.jsonl, then scoring, OUT/metrics.json and OUT/report.html (components.evaluate.outputs)
+
+Axes: B batch (a multiple of the device count D), T prompt tokens, L decode length.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from components import paligemma
+from components.paligemma.decode import decode
+from components.evaluate import jsonl, outputs
+
+log = logging.getLogger(__name__)
+# Tokens to generate when --max-decode-len is not given: room for the longest reference of the split
+# plus a margin, but at least this much (a detection answer is ~7 tokens per object).
+MIN_DECODE_LEN = {"detect": 128, "caption": 64, "vqa": 32, "ocr": 128}
+DECODE_MARGIN = 16
+# Parameters are replicated (no gathers per generated token) unless they would take more than this
+# share of one device's memory; then each leaf is split over the devices by big_vision's FSDP rule.
+REPLICATE_UP_TO = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+  checkpoint: str
+  data: str
+  task: str
+  output: str
+  split: str = "valid"
+  sampler: str = "greedy"
+  max_decode_len: int | None = None
+  limit: int | None = None
+  batch_size: int = 8
+  which: str = "latest"
+  prompt_len: int | None = None
+  seed: int = 0
+  baseline: str | None = None
+
+  @classmethod
+  def from_namespace(cls, ns) -> "RunArgs":
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def _model_cfg(meta: dict) -> dict:
+  return {k: v for k, v in meta.items() if k in ("llm", "img")}
+
+
+def load_checkpoint(path: str, which: str = "latest") -> tuple[dict, dict, paligemma.Tokenizer]:
+  """(params, model_cfg, tokenizer) from a finetune workdir, a model directory or an .npz."""
+  path = path.rstrip("/")
+  if path.endswith(".npz"):
+    directory = os.path.dirname(os.path.abspath(path))
+    meta_path = os.path.join(directory, "model.json")
+    if not os.path.isfile(meta_path):
+      raise FileNotFoundError(f"{path}: no model.json beside it (it says which model the .npz holds); put the "
+                              "model directory's model.json next to the checkpoint")
+    with open(meta_path) as f:
+      model_cfg = _model_cfg(json.load(f))
+    params = paligemma.load(path, model_cfg)
+  elif os.path.isdir(os.path.join(path, "checkpoints")) or os.path.isfile(os.path.join(path, "config.json")):
+    from components.finetune import load_trained_params  # a finetune workdir: LoRA merged there
+    directory = path
+    params, model_cfg = load_trained_params(path, which=which)
+  elif os.path.isfile(os.path.join(path, "model.json")):  # a model directory from the download step
+    with open(os.path.join(path, "model.json")) as f:
+      meta = json.load(f)
+    if "checkpoint" not in meta:
+      raise ValueError(f"{path}/model.json names no `checkpoint` file; re-run the download step")
+    return load_checkpoint(os.path.join(path, meta["checkpoint"]), which)
+  else:
+    raise FileNotFoundError(f"{path} is neither a finetune workdir, a model directory nor an .npz checkpoint")
+  tokenizer_path = os.path.join(directory, "tokenizer.model")
+  if not os.path.isfile(tokenizer_path):
+    raise FileNotFoundError(f"no tokenizer.model in {directory}; copy the model directory's tokenizer there")
+  return params, model_cfg, paligemma.Tokenizer(tokenizer_path)
+
+
+def read_split(data_dir: str, split: str, limit: int | None) -> tuple[list[dict], list[dict]]:
+  """(prompts: unique (image, prefix) rows in file order, cut to `limit`; their reference rows)."""
+  path = os.path.join(data_dir, f"{split}.jsonl")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path} not found; --data must be a dataset directory from components.convert "
+                            f"with a {split}.jsonl")
+  rows = jsonl.read_jsonl(path, required=("image", "prefix", "suffix"))
+  prompts: dict[tuple[str, str], dict] = {}
+  for row in rows:
+    prompts.setdefault((row["image"], row["prefix"]), row)
+  keys = list(prompts)[:limit] if limit is not None else list(prompts)
+  chosen = set(keys)
+  if not keys:
+    raise ValueError(f"{path} has no examples to evaluate")
+  return [prompts[k] for k in keys], [r for r in rows if (r["image"], r["prefix"]) in chosen]
+
+
+def _load_image(data_dir: str, row: dict, size: int) -> np.ndarray:
+  from components.finetune.data import preprocess_image  # the trainer's: eval sees what training saw
+  path = os.path.join(data_dir, row["image"])
+  try:
+    with open(path, "rb") as f:
+      return preprocess_image(f.read(), size)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"cannot read image {path} (line {row.get('_line')} of the split's jsonl): {e}; "
+                     "re-run components.convert on the dataset") from e
+
+
+# --------------------------------------------------------------------------------------------- sharding
+
+def _param_shardings(params, mesh):
+  from components.finetune import sharding as fsdp
+  total = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
+  stats = mesh.devices.flat[0].memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  if limit is None or total <= REPLICATE_UP_TO * limit:
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()), params)
+  log.info("parameters (%.1f GB) shard over %d devices (FSDP rule)", total / 1e9, mesh.size)
+  return fsdp.tree_shardings(params, mesh)
+
+
+def make_mesh(devices=None):
+  """A ('data', 'fsdp') mesh, batch over both: the trainer's axis names, so the model's sharding hints apply."""
+  from components.finetune.sharding import make_mesh as trainer_mesh
+  return trainer_mesh(data=1, fsdp=-1, devices=devices)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+def token_texts(tokenizer, ids: list[int]) -> list[str] | None:
+  """The text each generated token adds, so that they join to the decoded answer (None if they cannot:
+  byte-fallback pieces of one character decode only together)."""
+  prefixes = [tokenizer.decode(ids[:i]) for i in range(len(ids) + 1)]
+  if any(not b.startswith(a) for a, b in zip(prefixes, prefixes[1:])):
+    return None
+  return [b[len(a):] for a, b in zip(prefixes, prefixes[1:])]
+
+
+class _Progress:
+  def __init__(self, total: int):
+    self.total, self.done, self.tokens, self.start, self.last = total, 0, 0, time.monotonic(), 0.0
+
+  def update(self, examples: int, tokens: int) -> None:
+    self.done += examples
+    self.tokens += tokens
+    now = time.monotonic()
+    if now - self.last < 5 and self.done < self.total:
+      return
+    self.last = now
+    rate = self.done / max(now - self.start, 1e-9)
+    eta = (self.total - self.done) / rate if rate else math.inf
+    log.info("decoded %d/%d examples, %.2f examples/s, %.1f tokens/s, ETA %.0fs", self.done, self.total, rate,
+             self.tokens / max(now - self.start, 1e-9), eta)
+
+
+def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, image_size: int, batch_size: int,
+                prompt_len: int, max_decode_len: int, sampler: str, seed: int,
+                devices=None) -> list[dict]:
+  """One prediction record per row, decoded in batches over `devices` (default: all)."""
+  mesh = make_mesh(devices)
+  n_dev = mesh.size
+  batch = math.ceil(batch_size / n_dev) * n_dev  # every device gets the same number of rows
+  data_sharding = NamedSharding(mesh, P(("data", "fsdp")))
+  params = jax.device_put(params, _param_shardings(params, mesh))
+  progress = _Progress(len(rows))
+  predictions, truncated_prompts = [], 0
+  rng = jax.random.key(seed)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    for start in range(0, len(rows), batch):
+      real = rows[start:start + batch]
+      padded = real + [real[0]] * (batch - len(real))  # padding rows: a copy of a real one, dropped below
+      images = np.stack(list(pool.map(lambda r: _load_image(data_dir, r, image_size), padded)))
+      prompts = tokenizer.encode_prompt_batch([r["prefix"] for r in padded], prompt_len)
+      truncated_prompts += int(np.sum(prompts["truncated"][:len(real)]))
+      inputs = {"image": images, "text": prompts["text"], "mask_ar": prompts["mask_ar"],
+                "mask_input": prompts["mask_input"], "_mask": np.arange(batch) < len(real)}
+      inputs = jax.device_put(inputs, data_sharding)
+      with jax.set_mesh(mesh):
+        tokens, logprobs = decode(model, params, inputs, max_decode_len=max_decode_len, sampler=sampler,
+                                            eos_token=tokenizer.eos_id, rng=jax.random.fold_in(rng, start),
+                                            return_logprobs=True)
+      tokens, logprobs = np.asarray(tokens)[:len(real)], np.asarray(logprobs)[:len(real)]
+      generated = 0
+      for row, ids, lps in zip(real, tokens, logprobs):
+        ids = [int(i) for i in ids]
+        n = ids.index(tokenizer.eos_id) if tokenizer.eos_id in ids else len(ids)
+        generated += n
+        predictions.append({
+            "image": row["image"], "prefix": row["prefix"], "reference": row["suffix"],
+            "prediction": tokenizer.decode(ids[:n]), "token_ids": ids[:n],
+            "tokens": token_texts(tokenizer, ids[:n]), "token_logprobs": [float(v) for v in lps[:n]],
+            "stopped": n < len(ids),  # False: cut at max_decode_len before eos
+            "_line": len(predictions) + 1,  # its line in predictions.jsonl, for messages
+        })
+      progress.update(len(real), generated)
+  if truncated_prompts:
+    log.warning("%d prompts were longer than --prompt-len %d and were cut", truncated_prompts, prompt_len)
+  return predictions
+
+
+def run(args: RunArgs, devices=None) -> dict:
+  """The whole `evaluate run`; returns the metrics (also in OUT/metrics.json)."""
+  rows, references = read_split(args.data, args.split, args.limit)
+  params, model_cfg, tokenizer = load_checkpoint(args.checkpoint, args.which)
+  model = paligemma.Model(**model_cfg)
+  prompt_len = args.prompt_len or max(len(tokenizer.encode(r["prefix"])) + 2 for r in rows)  # + bos, "\n"
+  max_decode_len = args.max_decode_len or max(
+      MIN_DECODE_LEN[args.task], max(len(tokenizer.encode(r["suffix"])) for r in references) + DECODE_MARGIN)
+  log.info("evaluating %d examples of %s/%s.jsonl on %d device(s): prompts %d tokens, up to %d new tokens, "
+           "sampler %s", len(rows), args.data, args.split, len(devices or jax.devices()), prompt_len,
+           max_decode_len, args.sampler)
+  predictions = decode_rows(model, params, tokenizer, rows, data_dir=args.data,
+                            image_size=paligemma.configs.image_size(model_cfg),
+                            batch_size=args.batch_size, prompt_len=prompt_len, max_decode_len=max_decode_len,
+                            sampler=args.sampler, seed=args.seed, devices=devices)
+  os.makedirs(args.output, exist_ok=True)
+  jsonl.write_jsonl(os.path.join(args.output, outputs.PREDICTIONS), predictions)
+  not_stopped = sum(not p["stopped"] for p in predictions)
+  if not_stopped:
+    log.warning("%d answers reached --max-decode-len %d before their end token; raise it if they look cut",
+                not_stopped, max_decode_len)
+  metrics = outputs.write_evaluation(args.output, args.task, predictions, references, image_root=args.data,
+                                     baseline_dir=args.baseline,
+                                     predictions_name=os.path.join(args.output, outputs.PREDICTIONS))
+  log.info("%s: %s", args.task, outputs.summary_line(metrics))
+  return metrics

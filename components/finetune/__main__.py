@@ -1,0 +1,50 @@
+"""python -m components.finetune --config components/finetune/configs/<name>.py --workdir DIR [--config.key=value ...]
+
+Rerun the same command to resume a stopped or preempted run. Multi-host: started from the environment
+Vertex AI / GKE / TPU VMs provide, or with --coordinator_address/--num_processes/--process_id.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m components.finetune", description=__doc__.split("\n\n", 1)[1],
+      epilog="Any config key can be overridden as --config.KEY=VALUE (e.g. --config.optimizer.lr=1e-4, "
+             "--config.trainable=llm). Unknown keys are an error. Configs: components/finetune/configs/.")
+  parser.add_argument("--config", required=True, help="ml_collections config file (a .py with get_config)")
+  parser.add_argument("--workdir", required=True, help="output/resume directory, local or gs://")
+  parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-process runs)")
+  parser.add_argument("--num_processes", type=int)
+  parser.add_argument("--process_id", type=int)
+  args, rest = parser.parse_known_args(argv)
+  overrides = []
+  for item in rest:
+    if not item.startswith("--config."):
+      parser.error(f"unrecognised argument {item!r}; config keys are set as --config.KEY=VALUE")
+    key, sep, value = item[len("--config."):].partition("=")
+    if not sep:
+      parser.error(f"{item!r}: write --config.{key}=VALUE")
+    overrides.append(f"{key}={value}")
+
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+  logging.getLogger("components").setLevel(logging.INFO)  # ours; orbax/absl chatter stays at WARNING
+  from components.finetune import config as config_lib, distributed, trainer  # after argparse: --help is fast
+  distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  try:
+    config = config_lib.load_config(args.config, overrides)
+  except (AttributeError, TypeError, ValueError, FileNotFoundError) as e:
+    parser.error(f"config: {e}")
+  try:
+    result = trainer.train(config, args.workdir)
+  except trainer.TrainingDiverged as e:
+    logging.error("%s", e)
+    return 1
+  return 143 if result["status"] == "preempted" else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

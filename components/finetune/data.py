@@ -1,0 +1,99 @@
+"""The input pipeline: grain over the convert step's ArrayRecord shards.
+
+  records -> seeded global shuffle (reshuffled every epoch) -> endless repeat -> this host's slice
+  -> parallel decode (threads) -> batch of batch_size / hosts examples
+
+Each example becomes big_vision's training layout: `image` [H, W, 3] f32 in [-1, 1] (RGB, bilinear resize
+with antialias, x/127.5 - 1) and `text`/`mask_ar`/`mask_loss` [text_len + 1] int32 from
+`Tokenizer.encode_train`. The order depends only on the seed, and the iterator's position
+(`get_state()`) is saved in every checkpoint, so a resumed run sees exactly the batches it would have.
+Image decoding uses Pillow, whose bilinear filter widens with the downscale factor: that is the
+antialiasing big_vision asks of `tf.image.resize(antialias=True)` (values differ in the last bits).
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import grain
+import numpy as np
+from PIL import Image
+
+from components.convert import records
+
+_TEXT_KEYS = ("text", "mask_ar", "mask_loss")
+
+
+def preprocess_image(data: bytes, size: int) -> np.ndarray:
+  """Encoded image -> [size, size, 3] float32 in [-1, 1]."""
+  with Image.open(io.BytesIO(data)) as img:
+    img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+  return np.asarray(img, np.float32) / 127.5 - 1.0
+
+
+class Preprocess(grain.transforms.Map):
+  """One record (msgpack bytes) -> one training example."""
+
+  def __init__(self, tokenizer, image_size: int, text_len: int):
+    self._tokenizer, self._size, self._text_len = tokenizer, image_size, text_len
+
+  def map(self, raw: bytes) -> dict:
+    ex = records.decode_record(raw)
+    try:
+      image = preprocess_image(ex["image"], self._size)
+    except Exception as e:  # a broken image must name the example, not just "cannot identify"
+      raise ValueError(f"record {ex.get('id')!r} ({ex.get('image_path')}): cannot decode image: {e}; "
+                       "re-run components.convert on the dataset") from e
+    tokens = self._tokenizer.encode_train(ex["prefix"], ex["suffix"], self._text_len)
+    return {"image": image, **{k: np.asarray(tokens[k], np.int32) for k in _TEXT_KEYS}}
+
+
+def num_examples(data_dir: str, split: str) -> int:
+  return len(grain.sources.ArrayRecordDataSource(records.list_shards(data_dir, split)))
+
+
+def local_batch_size(batch_size: int, process_count: int) -> int:
+  if batch_size % process_count:
+    raise ValueError(f"batch_size {batch_size} does not split over {process_count} hosts")
+  return batch_size // process_count
+
+
+def train_iterator(data_dir: str, split: str, preprocess: Preprocess, *, batch_size: int, seed: int,
+                   threads: int = 8, process_index: int = 0, process_count: int = 1):
+  """Endless iterator of this host's share of each global batch; has get_state()/set_state()."""
+  source = grain.sources.ArrayRecordDataSource(records.list_shards(data_dir, split))
+  if len(source) < batch_size:
+    raise ValueError(f"split {split!r} of {data_dir} has {len(source)} examples, fewer than one batch "
+                     f"({batch_size}); lower config.batch_size")
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  ds = ds[process_index::process_count].map(preprocess)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * batch_size))
+  return iter(ds.batch(local_batch_size(batch_size, process_count), drop_remainder=True))
+
+
+def eval_batches(data_dir: str, split: str, preprocess: Preprocess, *, batch_size: int, max_batches: int = 0,
+                 threads: int = 8, process_index: int = 0, process_count: int = 1):
+  """This host's share of the split in fixed order, each batch padded to full size.
+
+  Padding rows have `mask_loss` 0 and `valid` 0, so they add nothing to the loss sum or the count.
+  """
+  source = grain.sources.ArrayRecordDataSource(records.list_shards(data_dir, split))
+  local = local_batch_size(batch_size, process_count)
+  count = math.ceil(len(source) / batch_size)
+  if max_batches:
+    count = min(count, max_batches)
+  ds = grain.MapDataset.source(source)[process_index::process_count].map(preprocess)
+  it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * local)))
+  for _ in range(count):
+    rows = [ex for _, ex in zip(range(local), it)]
+    yield _pad_batch(rows, local, template=rows[0] if rows else None, preprocess=preprocess)
+
+
+def _pad_batch(rows: list[dict], size: int, template, preprocess) -> dict:
+  if template is None:  # this host ran out before the others: an all-padding batch keeps them in step
+    template = {"image": np.zeros((preprocess._size, preprocess._size, 3), np.float32),
+                **{k: np.zeros(preprocess._text_len + 1, np.int32) for k in _TEXT_KEYS}}
+  pad = {k: np.zeros_like(v) for k, v in template.items()}
+  batch = {k: np.stack([r[k] for r in rows] + [pad[k]] * (size - len(rows))) for k in template}
+  batch["valid"] = np.array([1] * len(rows) + [0] * (size - len(rows)), np.int32)
+  return batch

@@ -1,0 +1,86 @@
+"""The train state's shapes and shardings, shared by the trainer, the fit planner and the loader.
+
+  state  = {"train": {"params": trainable f32, "lora": adapters f32}, "opt": optimizer state,
+            "step": int32, "rng": raw key data uint32 (orbax saves plain arrays)}
+  frozen = frozen weights in `frozen_dtype`
+
+Everything is first built abstractly (`jax.eval_shape`), so the planner can compile a 28B model's step
+for a TPU pod on a laptop and the trainer can restore a checkpoint straight onto its shards.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from components import paligemma
+from components.finetune import optim, params, sharding
+from components.finetune import step as step_lib
+
+
+@dataclasses.dataclass
+class Setup:
+  model: paligemma.Model
+  source: params.ModelSource
+  tx: optax.GradientTransformation
+  lr_fn: callable
+  abstract_full: dict  # every model weight, f32 shapes
+  abstract_state: dict  # ShapeDtypeStructs carrying their shardings
+  abstract_frozen: dict
+  mesh: jax.sharding.Mesh
+
+  @property
+  def state_shardings(self):
+    return jax.tree.map(lambda x: x.sharding, self.abstract_state)
+
+  @property
+  def frozen_shardings(self):
+    return jax.tree.map(lambda x: x.sharding, self.abstract_frozen)
+
+
+def _with_shardings(tree, mesh, min_bytes):
+  shards = sharding.tree_shardings(tree, mesh, min_bytes)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shards)
+
+
+def build(config, mesh, total_steps: int, source: params.ModelSource | None = None) -> Setup:
+  """Model, optimizer and abstract sharded state for `config` on `mesh` (nothing allocated)."""
+  source = source or params.resolve_model(config)
+  model = paligemma.Model(**source.model_cfg)
+  abstract_full = params.abstract_params(model, source.model_cfg)
+  trainable, frozen = params.split_dtypes(abstract_full, config)
+  train_tree = {"params": trainable, "lora": params.lora_abstract(abstract_full, config)}
+  tx, lr_fn = optim.make(config.optimizer, total_steps, train_tree)
+  abstract_state = {"train": train_tree, "opt": jax.eval_shape(tx.init, train_tree),
+                    "step": jax.ShapeDtypeStruct((), jnp.int32),
+                    "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
+  min_bytes = config.fsdp_min_bytes
+  return Setup(model, source, tx, lr_fn, abstract_full, _with_shardings(abstract_state, mesh, min_bytes),
+               _with_shardings(frozen, mesh, min_bytes), mesh)
+
+
+def init_state(setup: Setup, config) -> tuple[dict, dict]:
+  """(state, frozen) on device: weights from the checkpoint or seeded init, fresh optimizer state."""
+  trainable, frozen, lora = params.init_params(setup.model, setup.source, config, setup.mesh)
+  train_tree = {"params": trainable, "lora": lora}
+  make = jax.jit(lambda t: {"train": t, "opt": setup.tx.init(t), "step": jnp.zeros((), jnp.int32),
+                            "rng": jax.random.key_data(jax.random.key(config.seed))},
+                 out_shardings=setup.state_shardings)
+  return make(train_tree), frozen
+
+
+def train_step_fn(setup: Setup, config):
+  """The jitted step: state donated, frozen weights and batch read-only."""
+  fn = step_lib.make_train_step(
+      setup.model, setup.tx, lora_scale=params.lora_scale(config), label_smoothing=config.label_smoothing,
+      grad_accum_steps=config.grad_accum_steps, compute_dtype=config.compute_dtype)
+  replicated = sharding.replicated(setup.mesh)
+  return jax.jit(fn, donate_argnums=(0,), out_shardings=(setup.state_shardings, replicated))
+
+
+def eval_step_fn(setup: Setup, config):
+  fn = step_lib.make_eval_step(setup.model, lora_scale=params.lora_scale(config),
+                               compute_dtype=config.compute_dtype)
+  return jax.jit(fn, out_shardings=sharding.replicated(setup.mesh))

@@ -1,0 +1,206 @@
+"""The fine-tuning run, top to bottom: setup, data, model, sharding, restore, loop, save.
+
+`train(config, workdir)` is the one core the CLI (`python -m components.finetune`) and the KFP component
+call. Rerunning it with the same workdir resumes from the last checkpoint (no flag needed); SIGTERM
+(preemption) saves a checkpoint and returns; a NaN/inf loss stops with `TrainingDiverged`, keeping the
+checkpoints written so far.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from components import paligemma
+from components.finetune import checkpoints, data, flops, params, sharding, state as state_lib, workdir as wd
+from components.finetune import config as config_lib
+
+log = logging.getLogger("components.finetune")
+
+
+class TrainingDiverged(FloatingPointError):
+  """The loss became NaN or infinite."""
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step (the handler itself does nothing risky)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    # Every host must stop at the same step; one small all-reduce of the flags.
+    return bool(np.max(multihost_utils.process_allgather(np.int32(self.requested))))
+
+
+def _global_batch(local: dict, batch_sharding) -> dict:
+  return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+
+
+def _total_steps(config, n_train: int) -> int:
+  if config.total_steps > 0:
+    return int(config.total_steps)
+  return max(1, int(config.epochs * n_train // config.batch_size))
+
+
+def _write_run_files(workdir: str, config, source, tokenizer_bytes: bytes) -> None:
+  wd.write_bytes(os.path.join(workdir, wd.CONFIG), (config_lib.to_json(config) + "\n").encode())
+  model_json = {**source.model_cfg, "name": config.model_name, "base_checkpoint": source.checkpoint}
+  model_json["llm"] = {**model_json["llm"], "dropout": 0.0}  # for evaluation and export
+  wd.write_json(os.path.join(workdir, wd.MODEL), model_json)
+  wd.write_bytes(os.path.join(workdir, wd.TOKENIZER), tokenizer_bytes)
+
+
+def evaluate(eval_step, train_tree, frozen, config, preprocess, batch_sharding) -> float | None:
+  """Mean validation loss over the valid split (per-example means, padding rows excluded)."""
+  total, count = 0.0, 0.0
+  for local in data.eval_batches(config.data_dir, config.valid_split, preprocess, batch_size=config.batch_size,
+                                 max_batches=config.eval_batches, threads=config.data_threads,
+                                 process_index=jax.process_index(), process_count=jax.process_count()):
+    s, n = eval_step(train_tree, frozen, _global_batch(local, batch_sharding))
+    total, count = total + float(s), count + float(n)
+  return total / count if count else None
+
+
+def train(config, workdir: str) -> dict:
+  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status"}."""
+  # --- Setup: devices and mesh ---
+  is_chief = jax.process_index() == 0
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  log.info("%d processes, %d devices (%s), mesh %s", jax.process_count(), jax.device_count(),
+           jax.devices()[0].device_kind, dict(mesh.shape))
+
+  # --- Model source and tokenizer ---
+  setup_source = params.resolve_model(config)
+  if not setup_source.tokenizer:
+    raise ValueError("no tokenizer: set config.tokenizer, or config.checkpoint to a model directory / an .npz "
+                     "with tokenizer.model beside it")
+  tokenizer = paligemma.Tokenizer(setup_source.tokenizer)
+  llm_cfg = paligemma.configs.resolve_llm(setup_source.model_cfg["llm"])
+  if tokenizer.vocab_size > llm_cfg["vocab_size"]:
+    raise ValueError(f"tokenizer {setup_source.tokenizer} has {tokenizer.vocab_size} pieces but the model's "
+                     f"vocabulary is {llm_cfg['vocab_size']}; use the model's own tokenizer")
+  if is_chief:
+    _write_run_files(workdir, config, setup_source, wd.read_bytes(setup_source.tokenizer))
+
+  # --- Data ---
+  n_train = data.num_examples(config.data_dir, config.train_split)
+  total_steps = _total_steps(config, n_train)
+  image_size = paligemma.configs.image_size(setup_source.model_cfg)
+  preprocess = data.Preprocess(tokenizer, image_size, config.text_len)
+  train_iter = data.train_iterator(
+      config.data_dir, config.train_split, preprocess, batch_size=config.batch_size, seed=config.seed,
+      threads=config.data_threads, process_index=jax.process_index(), process_count=jax.process_count())
+  has_valid = bool(config.valid_split)
+  if has_valid:
+    try:
+      data.num_examples(config.data_dir, config.valid_split)
+    except FileNotFoundError:
+      log.warning("no %r split in %s: validation is off", config.valid_split, config.data_dir)
+      has_valid = False
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  # --- Model, optimizer and sharded state ---
+  setup = state_lib.build(config, mesh, total_steps, setup_source)
+  mgr = checkpoints.manager(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
+  start = mgr.latest_step()
+  state, frozen = state_lib.init_state(setup, config)
+
+  # --- Restore: the same workdir continues where it stopped ---
+  if start is not None:
+    state, data_state = checkpoints.restore(mgr, start, setup.abstract_state)
+    train_iter.set_state(data_state)
+    log.info("resumed from step %d in %s", start, checkpoints.checkpoint_dir(workdir))
+  start = start or 0
+  if start >= total_steps:
+    log.info("already trained: step %d of %d", start, total_steps)
+
+  # --- Steps and bookkeeping ---
+  train_step = state_lib.train_step_fn(setup, config)
+  eval_step = state_lib.eval_step_fn(setup, config)
+  seq_len = paligemma.configs.num_image_tokens(setup_source.model_cfg) + config.text_len
+  flops_per_step = config.batch_size * flops.train_flops_per_example(setup.abstract_full, setup_source.model_cfg,
+                                                                     config.text_len)
+  metrics = wd.MetricsLog(workdir, resume_step=start, enabled=is_chief)
+  preemption = _Preemption()
+  last_saved, loss, val_loss, status = start, float("nan"), None, "done"
+  window_start, window_steps, t0 = time.perf_counter(), 0, time.perf_counter()
+
+  def save(step, val=None, force=False):
+    nonlocal last_saved
+    if step != last_saved:
+      checkpoints.save(mgr, step, state, train_iter.get_state(), val_loss=val, force=force)
+      last_saved = step
+
+  # --- Loop ---
+  try:
+    with jax.set_mesh(mesh):
+      for step in range(start + 1, total_steps + 1):
+        batch = _global_batch(next(train_iter), batch_sharding)
+        state, step_metrics = train_step(state, frozen, batch)
+        loss = float(step_metrics["loss"])
+        if not math.isfinite(loss):
+          mgr.wait_until_finished()
+          good = mgr.latest_step()
+          raise TrainingDiverged(
+              f"loss is {loss} at step {step}; training stopped. The last good checkpoint is "
+              f"{'step %d in ' % good + checkpoints.checkpoint_dir(workdir) if good is not None else 'none'}. "
+              "Lower config.optimizer.lr, enable gradient clipping (config.optimizer.grad_clip_norm=1.0), "
+              "or check the data for broken examples.")
+        window_steps += 1
+
+        if step % config.log_every == 0 or step == total_steps:
+          seconds = (time.perf_counter() - window_start) / window_steps
+          lr = float(setup.lr_fn(step - 1))
+          utilisation = flops.mfu(flops_per_step, seconds, jax.devices())
+          eta = seconds * (total_steps - step)
+          log.info("step %d/%d | loss %.4f | lr %.3g | %.1f examples/s | %.0f tokens/s | MFU %s | ETA %s",
+                   step, total_steps, loss, lr, config.batch_size / seconds,
+                   config.batch_size * seq_len / seconds,
+                   "n/a" if utilisation is None else f"{100 * utilisation:.1f}%",
+                   time.strftime("%H:%M:%S", time.gmtime(eta)))
+          metrics.write(step, loss=loss, lr=lr, grad_norm=float(step_metrics["grad_norm"]),
+                        examples_per_s=config.batch_size / seconds,
+                        tokens_per_s=config.batch_size * seq_len / seconds, mfu=utilisation)
+          metrics.flush()
+          window_start, window_steps = time.perf_counter(), 0
+
+        is_eval = has_valid and ((config.eval_every and step % config.eval_every == 0) or step == total_steps)
+        if is_eval:
+          val_loss = evaluate(eval_step, state["train"], frozen, config, preprocess, batch_sharding)
+          log.info("step %d/%d | validation loss %.4f", step, total_steps, val_loss)
+          metrics.write(step, val_loss=val_loss)
+          metrics.flush()
+          save(step, val=val_loss, force=True)
+        elif step % config.checkpoint_every == 0 or step == total_steps:
+          save(step)
+
+        if preemption.should_stop(step):
+          log.warning("SIGTERM at step %d: saving a checkpoint and stopping; rerun the same command to resume",
+                      step)
+          save(step, force=True)
+          status = "preempted"
+          break
+  finally:
+    preemption.restore()
+    mgr.wait_until_finished()
+    mgr.close()
+    metrics.close()
+  log.info("finished at step %d in %.0f s (%s)", int(state["step"]), time.perf_counter() - t0, status)
+  return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status}

@@ -1,0 +1,85 @@
+"""Files of a finetune workdir (ARCHITECTURE.md), local or gs://: config.json, model.json,
+tokenizer.model, metrics.jsonl, TensorBoard events. Only process 0 writes them."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import fsspec
+
+CONFIG, MODEL, TOKENIZER, METRICS = "config.json", "model.json", "tokenizer.model", "metrics.jsonl"
+
+
+def is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Atomic: a local file appears complete or not at all (temp name then rename); an object store
+  write is atomic by itself."""
+  if is_remote(path):
+    with fsspec.open(path, "wb") as f:
+      f.write(data)
+    return
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+  with os.fdopen(fd, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def read_bytes(path: str) -> bytes | None:
+  fs, _ = fsspec.core.url_to_fs(path)
+  if not fs.exists(path):
+    return None
+  with fsspec.open(path, "rb") as f:
+    return f.read()
+
+
+def write_json(path: str, obj) -> None:
+  write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str):
+  data = read_bytes(path)
+  return None if data is None else json.loads(data)
+
+
+class MetricsLog:
+  """metrics.jsonl (one JSON object per logged step) plus TensorBoard scalars.
+
+  The whole file is rewritten on each flush (object stores cannot append); on resume the rows after the
+  restored step are dropped, so the file always describes the run that the checkpoints continue.
+  """
+
+  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    self._path = os.path.join(workdir, METRICS)
+    self._enabled = enabled
+    self._rows = []
+    if enabled:
+      old = read_bytes(self._path)
+      rows = [json.loads(line) for line in (old or b"").decode().splitlines() if line.strip()]
+      self._rows = [r for r in rows if r.get("step", 0) <= resume_step]
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(logdir=workdir)
+
+  def write(self, step: int, **values) -> None:
+    if not self._enabled:
+      return
+    values = {k: v for k, v in values.items() if v is not None}
+    self._rows.append({"step": step, **values})
+    for k, v in values.items():
+      if isinstance(v, (int, float)):
+        self._tb.add_scalar(k, v, step)
+
+  def flush(self) -> None:
+    if not self._enabled:
+      return
+    write_bytes(self._path, "".join(json.dumps(r) + "\n" for r in self._rows).encode())
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._enabled:
+      self.flush()
+      self._tb.close()

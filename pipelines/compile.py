@@ -1,0 +1,85 @@
+"""Compile the pipeline for a target into a KFP YAML package.
+
+  python -m pipelines.compile --target vertex-tpu-v5e-8 --project P --region us-central1 --output pipeline.yaml
+  python -m pipelines.compile --target kfp-gke-tpu-v5e-4 --image-registry REGISTRY --output pipeline.yaml
+  python -m pipelines.compile --list
+
+The YAML runs with `kfp run create -f pipeline.yaml`, in the Vertex AI console, or through
+`python -m pipelines.submit`. Step images are REGISTRY/paligemma-pipelines-{cpu,gpu,tpu}:VERSION
+(see images/ and infra/).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import yaml
+from kfp import compiler
+
+from pipelines import images
+from pipelines.dag import build_pipeline
+from pipelines.targets import TARGETS, get_target
+
+
+def registry_for(image_registry: str | None, project: str | None, region: str | None) -> str:
+  if image_registry:
+    return image_registry
+  if project and region:
+    return images.default_registry(project, region)
+  return images.LOCAL_REGISTRY
+
+
+def compile_pipeline(target_name: str, output: str, registry: str = images.LOCAL_REGISTRY) -> str:
+  """Writes the target's pipeline YAML to `output` (atomically) and returns the path."""
+  pipeline = build_pipeline(get_target(target_name), registry)
+  directory = os.path.dirname(os.path.abspath(output))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pipeline-", suffix=".yaml")
+  os.close(fd)
+  try:
+    compiler.Compiler().compile(pipeline, tmp)
+    os.replace(tmp, output)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return output
+
+
+def load_documents(path: str) -> tuple[dict, dict | None]:
+  """A compiled package: the PipelineSpec, and the platform spec (kfp-kubernetes settings) if any."""
+  with open(path) as f:
+    documents = [d for d in yaml.safe_load_all(f) if d]
+  return documents[0], (documents[1] if len(documents) > 1 else None)
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--target", required=True, help=f"where it runs: {', '.join(TARGETS)}")
+  p.add_argument("--image-registry", help="registry holding the step images (default: the Artifact "
+                 "Registry repository infra/ creates, from --project/--region)")
+
+
+def main(argv=None) -> int:
+  if argv is None:
+    argv = sys.argv[1:]
+  if "--list" in argv:
+    for target in TARGETS.values():
+      print(f"{target.name:22s} {target.description}")
+    return 0
+  p = argparse.ArgumentParser(prog="python -m pipelines.compile", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_target_arguments(p)
+  p.add_argument("--project", help="Google Cloud project (names the image registry)")
+  p.add_argument("--region", default="us-central1")
+  p.add_argument("--output", default="pipeline.yaml")
+  p.add_argument("--list", action="store_true", help="list the targets and exit")
+  args = p.parse_args(argv)
+  registry = registry_for(args.image_registry, args.project, args.region)
+  path = compile_pipeline(args.target, args.output, registry)
+  print(f"compiled {args.target} -> {path} (images {images.image_uri(get_target(args.target).image_flavor, registry)})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

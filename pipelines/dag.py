@@ -1,0 +1,154 @@
+"""The DAG: download -> convert -> finetune -> evaluate (base and tuned) -> gate -> [export -> promote].
+
+One definition for every target; `build_pipeline(target)` only changes where the heavy steps (finetune,
+evaluate) run — see `pipelines.targets` — and which container image the steps use.
+
+    download ──> evaluate(base) ─────────────┐
+       │                 │ (baseline)        v
+       └──> finetune ──> evaluate(tuned) ──> gate ──[passed]──> export ──> promote (champion record)
+    convert ──┘
+"""
+# (No `from __future__ import annotations`: KFP reads the pipeline signature's annotations as types.)
+
+import copy
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Artifact
+
+from pipelines import images, steps
+from pipelines.targets import Target
+
+PIPELINE_NAME = "paligemma-finetune"
+# Kubernetes secret (KFP targets) whose keys become the download step's environment; its values never
+# enter the compiled pipeline. `infra/README.md` shows how to create it.
+CREDENTIALS_SECRET = "paligemma-credentials"
+CREDENTIAL_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "HF_TOKEN")
+# CPU and memory of the light steps on cloud targets (Vertex picks a machine that has them).
+LIGHT_STEP_RESOURCES = {"download": ("4", "32G"), "convert": ("8", "32G"), "export": ("8", "64G")}
+
+
+def _vertex_custom_job(component, target: Target):
+  """`component` as a Vertex AI custom job on the target's machines (one replica per host)."""
+  from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+
+  job = create_custom_training_job_from_component(
+      component, display_name=component.component_spec.name, replica_count=target.hosts,
+      machine_type=target.machine_type, accelerator_type=target.accelerator_type,
+      accelerator_count=target.accelerator_count or 1)
+  if target.tpu_topology:
+    # GCPC has no topology argument; MachineSpec.tpu_topology is what Vertex reads for TPU VM slices.
+    pools = copy.deepcopy(job.component_spec.inputs["worker_pool_specs"].default)
+    for pool in pools:
+      pool["machine_spec"]["tpu_topology"] = target.tpu_topology
+    job.component_spec.inputs["worker_pool_specs"].default = pools
+  return job
+
+
+def _place_on_kfp(task, target: Target) -> None:
+  """Resource limits, node selectors and tolerations that put a heavy step on the target's nodes."""
+  if not target.accelerator_type:
+    return
+  task.set_accelerator_type(target.accelerator_type).set_accelerator_limit(target.accelerator_count)
+  kubernetes.add_toleration(task, key=target.accelerator_type, operator="Exists", effect="NoSchedule")
+  if target.is_tpu:
+    kubernetes.add_node_selector(task, "cloud.google.com/gke-tpu-accelerator", target.gke_tpu_accelerator)
+    kubernetes.add_node_selector(task, "cloud.google.com/gke-tpu-topology", target.tpu_topology)
+
+
+def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
+  """The pipeline function for target `where`, its steps in `registry`'s image of the target's flavor."""
+  ops = steps.make_components(images.image_uri(where.image_flavor, registry))
+  finetune_op, evaluate_op, evaluate_against_op = ops.finetune, ops.evaluate, ops.evaluate_against
+  if where.platform == "vertex":
+    finetune_op = _vertex_custom_job(ops.finetune, where)
+    evaluate_op = _vertex_custom_job(ops.evaluate, where.single_host())
+    evaluate_against_op = _vertex_custom_job(ops.evaluate_against, where.single_host())
+
+  def heavy(task):
+    if where.platform == "kfp":
+      _place_on_kfp(task, where)
+    return task
+
+  def light(task, step):
+    if where.platform != "local" and step in LIGHT_STEP_RESOURCES:
+      cpu, memory = LIGHT_STEP_RESOURCES[step]
+      task.set_cpu_limit(cpu).set_memory_limit(memory)
+    return task
+
+  def vertex_args(service_account):
+    return {"service_account": service_account} if where.platform == "vertex" else {}
+
+  @dsl.pipeline(name=PIPELINE_NAME, description=f"Fine-tune PaliGemma and promote it if it wins ({where.name})")
+  def paligemma_finetune(
+      dataset_uri: str,
+      model: str = "paligemma2-3b-pt-224",
+      model_source: str = "",
+      tokenizer: str = "",
+      dataset_format: str = "coco",
+      task: str = "detect",
+      classes: str = "",
+      splits: str = "",
+      seed: int = 0,
+      finetune_config: str = "notebook_attention_sgd",
+      trainable: str = "",
+      total_steps: int = 0,
+      epochs: float = 0.0,
+      batch_size: int = 0,
+      lr: float = 0.0,
+      text_len: int = 0,
+      finetune_overrides: list = [],  # noqa: B006 (KFP reads the default; it is never mutated)
+      eval_split: str = "valid",
+      sampler: str = "greedy",
+      max_decode_len: int = 0,
+      eval_limit: int = 0,
+      champion_uri: str = "",
+      min_metric: float = 0.0,
+      min_improvement: float = 0.0,
+      export_uri: str = "",
+      export_format: str = "npz",
+      export_dtype: str = "",
+      register: bool = False,
+      service_account: str = "",
+      target: str = where.name,  # recorded with the run; the placement itself is compiled in
+  ) -> Artifact:
+    del target
+    download = light(ops.download(model=model, source=model_source, tokenizer=tokenizer), "download")
+    if where.platform == "kfp":
+      kubernetes.use_secret_as_env(download, secret_name=CREDENTIALS_SECRET, optional=True,
+                                   secret_key_to_env={name: name for name in CREDENTIAL_ENV})
+    download.set_display_name("download weights")
+    convert = light(ops.convert(dataset_uri=dataset_uri, dataset_format=dataset_format, task=task,
+                                classes=classes, splits=splits, seed=seed), "convert")
+    convert.set_display_name("convert dataset")
+
+    finetune = heavy(finetune_op(
+        base_model=download.outputs["model_dir"], dataset=convert.outputs["dataset"], config=finetune_config,
+        trainable=trainable, total_steps=total_steps, epochs=epochs, batch_size=batch_size, lr=lr,
+        text_len=text_len, overrides=finetune_overrides, **vertex_args(service_account)))
+    finetune.set_display_name("finetune")
+
+    evaluation = dict(dataset=convert.outputs["dataset"], task=task, split=eval_split, sampler=sampler,
+                      max_decode_len=max_decode_len, limit=eval_limit, **vertex_args(service_account))
+    base_eval = heavy(evaluate_op(model=download.outputs["model_dir"], **evaluation))
+    base_eval.set_display_name("evaluate base model")
+    tuned_eval = heavy(evaluate_against_op(model=finetune.outputs["tuned_model"],
+                                   baseline=base_eval.outputs["evaluation"], **evaluation))
+    tuned_eval.set_display_name("evaluate tuned model")
+
+    decision = ops.gate(task=task, base_evaluation=base_eval.outputs["evaluation"],
+                        tuned_evaluation=tuned_eval.outputs["evaluation"], champion_uri=champion_uri,
+                        export_uri=export_uri, min_metric=min_metric, min_improvement=min_improvement)
+    decision.set_display_name("gate: beats the champion?")
+
+    with dsl.If(decision.outputs["passed"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
+      exported = light(ops.export(tuned_model=finetune.outputs["tuned_model"], export_uri=export_uri,
+                                  export_format=export_format, dtype=export_dtype, register=register,
+                                  run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export")
+      exported.set_display_name("export")
+      ops.promote(exported=exported.outputs["exported"], decision=decision.outputs["decision"],
+                  champion_uri=champion_uri, export_uri=export_uri, task=task,
+                  run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, base_model=model,
+                  dataset_uri=dataset_uri).set_display_name("record champion")
+    return decision.outputs["decision"]
+
+  return paligemma_finetune

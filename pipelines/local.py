@@ -1,0 +1,153 @@
+"""Run the whole pipeline on this machine with the KFP local runner.
+
+  python -m pipelines.local                       # offline demo: synthetic shapes, small random model, CPU
+  python -m pipelines.local --model paligemma2-3b-pt-224 --dataset ./my_coco --format coco --task detect
+
+Every artifact lands in `--output` (default `runs/<timestamp>`), with `summary.json`: the base and tuned
+metrics, the gate's decision and reason, and the paths of the report and of the exported model.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+
+from pipelines import local_demo, synthetic
+from pipelines.dag import build_pipeline
+from pipelines.targets import get_target
+
+log = logging.getLogger("pipelines.local")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m pipelines.local", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--output", help="where every artifact goes (default runs/<timestamp>)")
+  p.add_argument("--model", help="released model name or checkpoint URI (default: the offline demo's "
+                 "small random model)")
+  p.add_argument("--source", default="", help="where the weights come from (kaggle|gcs|hf|URI), see "
+                 "python -m components.download --help")
+  p.add_argument("--tokenizer", default="")
+  p.add_argument("--train-images", type=int, help="demo: synthetic training images (default local_demo.DEMO)")
+  p.add_argument("--valid-images", type=int, help="demo: synthetic validation images")
+  p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
+  p.add_argument("--format", default="coco", help="dataset format, see python -m components.convert --help")
+  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"))
+  p.add_argument("--classes", default="")
+  p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
+                 "real models, pipelines/local_demo.py for the demo)")
+  p.add_argument("--trainable", default="", help="preset or regexes (default: the config's)")
+  p.add_argument("--steps", type=int, default=0, help="training steps (default: the config's)")
+  p.add_argument("--epochs", type=float, default=0.0)
+  p.add_argument("--batch", type=int, default=0)
+  p.add_argument("--lr", type=float, default=0.0)
+  p.add_argument("--text-len", type=int, default=0)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="any other finetune config override, e.g. --set lora.rank=8 (repeatable)")
+  p.add_argument("--eval-limit", type=int, default=0, help="evaluate on at most N examples (0 = all)")
+  p.add_argument("--max-decode-len", type=int, default=0)
+  p.add_argument("--export-format", default="npz", choices=("npz", "hf"))
+  p.add_argument("--champion", default="", help="champion record to beat (default OUTPUT/models/champion.json)")
+  p.add_argument("--min-metric", type=float, default=0.0, help="the tuned model must reach this headline metric")
+  args = p.parse_args(argv)
+  if args.model and not args.dataset:
+    p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
+  return args
+
+
+def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None) -> dict:
+  """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them."""
+  demo = dict(local_demo.DEMO)
+  demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images)) if v})
+  from components import paligemma
+
+  size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
+  start = time.monotonic()
+  dataset = synthetic.make_detection_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
+                                             valid=demo["valid_images"], image_size=size, seed=demo["seed"])
+  checkpoint = synthetic.make_random_model(os.path.join(inputs, "model"), demo["model"], seed=demo["seed"])
+  log.info("demo inputs ready in %.0fs: %d+%d synthetic images, random %s", time.monotonic() - start,
+           demo["train_images"], demo["valid_images"], demo["model"])
+  return dict(model=demo["model"], model_source=checkpoint, dataset_uri=dataset, dataset_format="coco",
+              task="detect", finetune_config=os.path.abspath(local_demo.__file__),
+              max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
+
+
+def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
+  if args.model:
+    arguments = dict(model=args.model, model_source=args.source, tokenizer=args.tokenizer,
+                     dataset_uri=args.dataset, dataset_format=args.format, task=args.task,
+                     finetune_config=args.config or "notebook_attention_sgd")
+  else:
+    arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images)
+    if args.dataset:  # the demo model on the user's data
+      arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
+    if args.config:
+      arguments["finetune_config"] = args.config
+  arguments.update(classes=args.classes, trainable=args.trainable, total_steps=args.steps, epochs=args.epochs,
+                   batch_size=args.batch, lr=args.lr, text_len=args.text_len, finetune_overrides=args.set,
+                   export_uri=os.path.join(output, "models"), export_format=args.export_format,
+                   champion_uri=args.champion, min_metric=args.min_metric)
+  if args.eval_limit:
+    arguments["eval_limit"] = args.eval_limit
+  if args.max_decode_len:
+    arguments["max_decode_len"] = args.max_decode_len
+  return arguments
+
+
+def run(arguments: dict, output: str) -> dict:
+  """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary."""
+  import kfp.local
+
+  from pipelines import champion, runtime
+
+  # The local runner runs each step in this interpreter (no containers, no per-step venv).
+  kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
+                 pipeline_root=os.path.join(output, "artifacts"), raise_on_error=True)
+  start = time.monotonic()
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
+    decision_artifact = build_pipeline(get_target("local"))(**arguments)
+  elapsed = time.monotonic() - start
+  with open(decision_artifact.path) as f:
+    decision = json.load(f)
+  record = champion.read(decision["champion_uri"]) if decision["passed"] else None
+  summary = {
+      "base": decision["base_metrics"], "tuned": decision["tuned_metrics"],
+      "gate": {k: decision[k] for k in ("passed", "metric", "tuned", "base", "reference_name", "reference",
+                                        "reason")},
+      "report": decision["tuned_report"],
+      "exported_model": record["model_uri"] if record else None,
+      "champion_record": decision["champion_uri"] if record else None,
+      "pipeline_seconds": round(elapsed, 1),
+      "arguments": {k: v for k, v in arguments.items()},
+  }
+  runtime.write_json_atomic(os.path.join(output, "summary.json"), summary)
+  return summary
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+  args = parse_args(argv)
+  output = os.path.abspath(args.output or os.path.join(
+      "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+  os.makedirs(output, exist_ok=True)
+  start = time.monotonic()
+  summary = run(pipeline_arguments(args, output), output)
+  metric = summary["gate"]["metric"]
+  print(f"\nbase  {metric}: {summary['gate']['base']:.4f}")
+  print(f"tuned {metric}: {summary['gate']['tuned']:.4f}")
+  print(f"gate: {'PASSED' if summary['gate']['passed'] else 'NOT PASSED'}: {summary['gate']['reason']}")
+  print(f"report: {summary['report']}")
+  print(f"exported model: {summary['exported_model'] or '(none: the gate did not pass)'}")
+  print(f"summary: {os.path.join(output, 'summary.json')} (total {time.monotonic() - start:.0f}s)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
