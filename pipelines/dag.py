@@ -55,6 +55,26 @@ def _place_on_kfp(task, target: Target) -> None:
     kubernetes.add_node_selector(task, "cloud.google.com/gke-tpu-topology", target.tpu_topology)
 
 
+def gate_and_promote(ops, *, task, base_evaluation, tuned_evaluation, tuned_model, champion_uri, export_uri,
+                     min_metric, min_improvement, export_format, export_dtype, register, base_model,
+                     dataset_uri, light=lambda task, step: task):
+  """gate -> [passed] export -> record champion. Returns the gate task (its `decision` says why)."""
+  decision = ops.gate(task=task, base_evaluation=base_evaluation, tuned_evaluation=tuned_evaluation,
+                      champion_uri=champion_uri, export_uri=export_uri, min_metric=min_metric,
+                      min_improvement=min_improvement)
+  decision.set_display_name("gate: beats the champion?")
+  with dsl.If(decision.outputs["passed"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
+    exported = light(ops.export(tuned_model=tuned_model, export_uri=export_uri, export_format=export_format,
+                                dtype=export_dtype, register=register,
+                                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export")
+    exported.set_display_name("export")
+    ops.promote(exported=exported.outputs["exported"], decision=decision.outputs["decision"],
+                champion_uri=champion_uri, export_uri=export_uri, task=task,
+                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, base_model=base_model,
+                dataset_uri=dataset_uri).set_display_name("record champion")
+  return decision
+
+
 def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
   """The pipeline function for target `where`, its steps in `registry`'s image of the target's flavor."""
   ops = steps.make_components(images.image_uri(where.image_flavor, registry))
@@ -135,20 +155,12 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
                                    baseline=base_eval.outputs["evaluation"], **evaluation))
     tuned_eval.set_display_name("evaluate tuned model")
 
-    decision = ops.gate(task=task, base_evaluation=base_eval.outputs["evaluation"],
-                        tuned_evaluation=tuned_eval.outputs["evaluation"], champion_uri=champion_uri,
-                        export_uri=export_uri, min_metric=min_metric, min_improvement=min_improvement)
-    decision.set_display_name("gate: beats the champion?")
-
-    with dsl.If(decision.outputs["passed"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
-      exported = light(ops.export(tuned_model=finetune.outputs["tuned_model"], export_uri=export_uri,
-                                  export_format=export_format, dtype=export_dtype, register=register,
-                                  run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export")
-      exported.set_display_name("export")
-      ops.promote(exported=exported.outputs["exported"], decision=decision.outputs["decision"],
-                  champion_uri=champion_uri, export_uri=export_uri, task=task,
-                  run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, base_model=model,
-                  dataset_uri=dataset_uri).set_display_name("record champion")
+    decision = gate_and_promote(
+        ops, task=task, base_evaluation=base_eval.outputs["evaluation"],
+        tuned_evaluation=tuned_eval.outputs["evaluation"], tuned_model=finetune.outputs["tuned_model"],
+        champion_uri=champion_uri, export_uri=export_uri, min_metric=min_metric,
+        min_improvement=min_improvement, export_format=export_format, export_dtype=export_dtype,
+        register=register, base_model=model, dataset_uri=dataset_uri, light=light)
     return decision.outputs["decision"]
 
   return paligemma_finetune

@@ -104,17 +104,18 @@ def run(arguments: dict, output: str) -> dict:
   """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary."""
   import kfp.local
 
-  from pipelines import champion, runtime
+  from pipelines import champion, kfp_local_fix, runtime
 
   # The local runner runs each step in this interpreter (no containers, no per-step venv).
   kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                  pipeline_root=os.path.join(output, "artifacts"), raise_on_error=True)
+  kfp_local_fix.install()  # dsl.If (the gate) evaluates like on Vertex AI / KFP
   start = time.monotonic()
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
-    decision_artifact = build_pipeline(get_target("local"))(**arguments)
+    run_task = build_pipeline(get_target("local"))(**arguments)
   elapsed = time.monotonic() - start
-  with open(decision_artifact.path) as f:
+  with open(run_task.output.path) as f:
     decision = json.load(f)
   record = champion.read(decision["champion_uri"]) if decision["passed"] else None
   summary = {

@@ -79,6 +79,7 @@ class ConversionError(RuntimeError):
 
 def convert(cfg: ConvertConfig) -> dict:
   """Runs the conversion; returns the report (also written as `report.json`)."""
+  storage.check_locations(cfg.input, cfg.output)
   scratch = tempfile.mkdtemp(prefix="convert-")
   staging = None
   try:
@@ -87,7 +88,7 @@ def convert(cfg: ConvertConfig) -> dict:
     classes = _resolve_classes(cfg, source) if cfg.task == "detect" else None
     _fail_if_strict(cfg, source.issues)
     staging = storage.staging_dir(cfg.output, scratch)
-    results = _run_tasks(cfg, _tasks(source), staging)
+    results = _run_tasks(cfg, _tasks(source, ".png" if cfg.image_format == "png" else ".jpg"), staging)
     examples, issues = _collect(results, classes, source.issues)
     _fail_if_strict(cfg, issues)
     if not examples:
@@ -151,7 +152,7 @@ def _no_rows_message(cfg: ConvertConfig, issues: list[Issue]) -> str:
           + (f"; the first problems:\n  {listing}" if issues else "; check --format and the folder layout"))
 
 
-def _tasks(source: Source) -> list[Task]:
+def _tasks(source: Source, ext: str) -> list[Task]:
   """One task per image, rows in source order; output names mirror the source paths (made unique)."""
   grouped = collections.OrderedDict()
   for row in source.rows:
@@ -160,10 +161,10 @@ def _tasks(source: Source) -> list[Task]:
   for image, rows in grouped.items():
     parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".", "..")]
     stem = posixpath.splitext(posixpath.join("images", *parts))[0] if parts else "images/unnamed"
-    name, n = f"{stem}.jpg", 1
+    name, n = f"{stem}{ext}", 1
     while name in taken:  # a.png and a.jpg both exist
       n += 1
-      name = f"{stem}-{n}.jpg"
+      name = f"{stem}-{n}{ext}"
     taken.add(name)
     tasks.append(Task(source.root, image, name, rows))
   return tasks
@@ -171,10 +172,8 @@ def _tasks(source: Source) -> list[Task]:
 
 def _run_tasks(cfg: ConvertConfig, tasks: list[Task], staging: str) -> list[TaskResult]:
   options = ImageOptions(cfg.max_pixels, cfg.max_side, cfg.image_format)
-  if cfg.image_format == "png":
-    tasks = [dataclasses.replace(t, out_image=t.out_image[:-len(".jpg")] + ".png") for t in tasks]
   work = functools.partial(run_task, staging_dir=staging, options=options)
-  workers = min(cfg.workers or os.cpu_count() or 1, max(1, len(tasks)))
+  workers = min(cfg.workers or len(os.sched_getaffinity(0)), max(1, len(tasks)))  # affinity: a container's cores
   bar = tqdm(total=len(tasks), unit="img", desc="converting", disable=not cfg.progress)
   try:
     if workers == 1:

@@ -82,10 +82,13 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
   return image.convert("RGB"), f"converted {mode} to RGB"
 
 
-def load_rgb(path: str, max_pixels: int, name: str | None = None) -> tuple[Image.Image, int, tuple[int, int], list[str]]:
+def load_rgb(path: str, max_pixels: int, name: str | None = None,
+             max_side: int | None = None) -> tuple[Image.Image, int, tuple[int, int], list[str]]:
   """Decode `path` fully -> (RGB image oriented by EXIF, orientation, stored (w, h), notes).
 
-  `name` is how messages call the file (its path inside the dataset).
+  `name` is how messages call the file (its path inside the dataset). With `max_side`, a JPEG may be
+  decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's `draft`) when that still leaves at
+  least the final size: the returned image can then be smaller than the stored size; `resize_to` finishes.
   """
   name = name or path
   if not os.path.lexists(path):
@@ -94,7 +97,7 @@ def load_rgb(path: str, max_pixels: int, name: str | None = None) -> tuple[Image
     raise RowError(f"image path {name} is not a file")
   if os.path.getsize(path) == 0:
     raise RowError(f"image file {name} is empty (0 bytes); replace it with the real image or remove the row")
-  Image.MAX_IMAGE_PIXELS = max_pixels
+  budget, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels  # restored below: no lasting global change
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -103,6 +106,8 @@ def load_rgb(path: str, max_pixels: int, name: str | None = None) -> tuple[Image
         if stored_size[0] * stored_size[1] > max_pixels:
           raise Image.DecompressionBombError("over budget")
         orientation = int(opened.getexif().get(ORIENTATION_TAG, 1) or 1)
+        if max_side:
+          opened.draft(None, target_size(stored_size, max_side))  # a no-op for anything but JPEG
         opened.load()  # truncated or corrupt data fails here, not later
         image = ImageOps.exif_transpose(opened)  # a plain copy when there is no orientation to apply
   except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -113,6 +118,8 @@ def load_rgb(path: str, max_pixels: int, name: str | None = None) -> tuple[Image
     raise RowError(f"file {name} is not an image Pillow can read; replace it with a JPEG/PNG or remove the row") from None
   except (OSError, SyntaxError, ValueError) as e:
     raise RowError(f"image file {name} is corrupt or truncated ({e}); re-export it or remove the row") from None
+  finally:
+    Image.MAX_IMAGE_PIXELS = budget
   if orientation not in range(1, 9):
     orientation = 1
   image, note = _to_rgb(image)
@@ -123,23 +130,29 @@ def load_rgb(path: str, max_pixels: int, name: str | None = None) -> tuple[Image
 
 
 def _pixels_text(path: str) -> str:
-  budget, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # only the header is read, to say its size
+  Image.MAX_IMAGE_PIXELS = None  # only the header is read, to say its size; load_rgb restores the budget
   try:
     with Image.open(path) as im:
       return f"{im.size[0]}x{im.size[1]}"
   except Exception:  # noqa: BLE001 - the message is best effort; the refusal stands either way
     return "too many"
-  finally:
-    Image.MAX_IMAGE_PIXELS = budget
 
 
-def downscale(image: Image.Image, max_side: int | None) -> Image.Image:
-  """Shrinks so the longer side is at most `max_side` (never enlarges); models resize again anyway."""
-  if not max_side or max(image.size) <= max_side:
-    return image
-  scale = max_side / max(image.size)
-  size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-  return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+def oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+  """The (w, h) of a stored `size` after EXIF `orientation` (5-8 swap the sides)."""
+  return (size[1], size[0]) if orientation in (5, 6, 7, 8) else tuple(size)
+
+
+def target_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+  """`size` shrunk so the longer side is at most `max_side` (never enlarged); models resize again anyway."""
+  if not max_side or max(size) <= max_side:
+    return tuple(size)
+  scale = max_side / max(size)
+  return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def resize_to(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+  return image if image.size == tuple(size) else image.resize(size, Image.Resampling.BICUBIC)
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

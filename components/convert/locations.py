@@ -56,7 +56,7 @@ def boxes_to_loc_text(boxes_xyxy: np.ndarray | Sequence, labels: Sequence[str], 
   scale = np.array([width, height, width, height], np.float64)
   bins = to_bins(boxes / scale)  # [N, 4] as x1, y1, x2, y2
   parts = []
-  for (x1, y1, x2, y2), label in zip(bins, labels):
+  for (x1, y1, x2, y2), label in zip(bins, labels, strict=True):
     parts.append(f"<loc{y1:04d}><loc{x1:04d}><loc{y2:04d}><loc{x2:04d}> {label}")
   return OBJECT_SEPARATOR.join(parts)
 

@@ -13,6 +13,7 @@ _MEASURE_LEN = 8192  # long enough that nothing is cut while we count tokens
 def build(cfg, by_split: dict[str, list[dict]], classes: list[str] | None, issues: list[Issue]) -> dict:
   report = {
       "input": cfg.input, "format": cfg.format, "task": cfg.task,
+      "counts": {s: len(by_split[s]) for s in SPLITS},
       "splits": {s: {"examples": len(by_split[s]), "images": len({e["image"] for e in by_split[s]})} for s in SPLITS},
       "rejected": [i.to_json() for i in issues if i.action == "rejected"],
       "repaired": [i.to_json() for i in issues if i.action == "repaired"],

@@ -1,20 +1,26 @@
 """Local paths and `gs://` (through gcsfs) for the converter's input and output.
 
 The converter itself works on local folders: a `gs://` input is copied down to a scratch folder first, and
-the output is built in a local staging folder and then published file by file. Publishing moves images and
-records first, then the JSONL files, then `report.json`; only after that are files of an earlier run that
-this one no longer writes deleted. A crash therefore leaves either the previous output or the new one
-(plus unreferenced extra images), never a half-written file: local files arrive by rename, GCS objects are
-only visible once their upload completed.
+the output is built in a staging folder and then published file by file. Publishing moves images and
+records first, then the JSONL files, then `report.json`; only after that are the files an earlier run
+wrote (the images its JSONL files name, its record shards) and this one did not write deleted. Nothing
+else in the output folder is touched. A crash therefore leaves either the previous output or the new one
+(plus unreferenced extra images), never a half-written file: local files arrive by rename, GCS objects
+are only visible once their upload completed.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 
-_LAST = ("train.jsonl", "valid.jsonl", "test.jsonl")
-_VERY_LAST = "report.json"
+from components.convert.records import RECORDS_DIR
+
+JSONL_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl")
+REPORT = "report.json"
 TEMP_PREFIX = ".convert-tmp-"
+_SHARD_RE = re.compile(rf"^{RECORDS_DIR}/[^/]+-\d{{5}}-of-\d{{5}}\.array_record$")
 
 
 def is_gcs(path: str) -> bool:
@@ -24,6 +30,14 @@ def is_gcs(path: str) -> bool:
 def _gcs():
   import gcsfs  # imported lazily: only gs:// runs need it
   return gcsfs.GCSFileSystem()
+
+
+def check_locations(src: str, output: str) -> None:
+  """The output must not be the input or hold it: publishing would replace or delete source files."""
+  def norm(p):
+    return p.rstrip("/") + "/" if is_gcs(p) else os.path.realpath(p) + os.sep
+  if (is_gcs(src) or os.path.exists(src)) and norm(src).startswith(norm(output)):
+    raise ValueError(f"--output {output} is (or contains) the input {src}; write the dataset to a separate folder")
 
 
 def fetch_input(src: str, scratch: str) -> str:
@@ -48,69 +62,84 @@ def _looks_like_hub_name(src: str) -> bool:
   return src.count("/") == 1 and not src.startswith((".", "/"))
 
 
-def _publish_order(staging: str) -> list[str]:
-  files = []
-  for dirpath, _, names in os.walk(staging):
-    files += [os.path.relpath(os.path.join(dirpath, n), staging).replace(os.sep, "/") for n in names]
-  rank = lambda f: 2 if f == _VERY_LAST else 1 if f in _LAST else 0  # noqa: E731
-  return sorted(files, key=lambda f: (rank(f), f))
-
-
-def publish(staging: str, output: str, managed_dirs=("images", "records")) -> None:
-  """Moves every file of `staging` into `output`, then deletes what an earlier run left in `managed_dirs`."""
-  files = _publish_order(staging)
-  keep = set(files)
-  if is_gcs(output):
-    fs = _gcs()
-    for f in files:
-      fs.put_file(os.path.join(staging, f), f"{output.rstrip('/')}/{f}")
-    for d in managed_dirs:
-      base = f"{output.rstrip('/')}/{d}"
-      stale = [p for p in (fs.find(base) if fs.exists(base) else []) if _gcs_rel(p, output) not in keep]
-      if stale:
-        fs.rm(stale)
-    return
-  os.makedirs(output, exist_ok=True)
-  for f in files:
-    target = os.path.join(output, f)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    os.replace(os.path.join(staging, f), target)  # atomic on one filesystem (staging lives inside output)
-  for d in managed_dirs:
-    for dirpath, _, names in os.walk(os.path.join(output, d)):
-      for n in names:
-        path = os.path.join(dirpath, n)
-        if os.path.relpath(path, output).replace(os.sep, "/") not in keep:
-          os.remove(path)
-  _remove_empty_dirs([os.path.join(output, d) for d in managed_dirs])
-
-
-def _gcs_rel(object_path: str, output: str) -> str:
-  """`bucket/out/images/a.jpg` (as gcsfs lists it) -> `images/a.jpg` for output `gs://bucket/out`."""
-  prefix = output[len("gs://"):].rstrip("/") + "/"
-  return object_path[len(prefix):] if object_path.startswith(prefix) else object_path
-
-
-def _remove_empty_dirs(roots: list[str]) -> None:
-  for root in roots:
-    for dirpath, _, _ in sorted(os.walk(root), key=lambda t: -len(t[0])):
-      if dirpath != root and not os.listdir(dirpath):
-        os.rmdir(dirpath)
-
-
 def staging_dir(output: str, scratch: str) -> str:
   """Where to build the output: inside a local output (so the final moves are renames), else in scratch."""
   if is_gcs(output):
     path = os.path.join(scratch, "staging")
   else:
     os.makedirs(output, exist_ok=True)
-    clean_stale_temps(output)
+    for name in os.listdir(output):  # staging folders a crashed run left behind
+      if name.startswith(TEMP_PREFIX):
+        shutil.rmtree(os.path.join(output, name), ignore_errors=True)
     path = os.path.join(output, f"{TEMP_PREFIX}{os.getpid()}")
   os.makedirs(path, exist_ok=True)
   return path
 
 
-def clean_stale_temps(output: str) -> None:
-  """Staging folders that a crashed run left behind."""
-  for name in os.listdir(output):
-    if name.startswith(TEMP_PREFIX):
-      shutil.rmtree(os.path.join(output, name), ignore_errors=True)
+def publish(staging: str, output: str) -> None:
+  """Moves every file of `staging` into `output`, then deletes what only the previous run had written."""
+  files = []
+  for dirpath, _, names in os.walk(staging):
+    files += [os.path.relpath(os.path.join(dirpath, n), staging).replace(os.sep, "/") for n in names]
+  files.sort(key=lambda f: (2 if f == REPORT else 1 if f in JSONL_FILES else 0, f))
+  target = _Target(output)
+  previous = target.previous_files()
+  for f in files:
+    target.put(os.path.join(staging, f), f)
+  target.remove(sorted(previous - set(files)))
+
+
+class _Target:
+  """The output folder, local or gs://, as far as publishing needs it."""
+
+  def __init__(self, output: str):
+    self.output = output.rstrip("/")
+    self.fs = _gcs() if is_gcs(output) else None
+
+  def _path(self, rel: str) -> str:
+    return f"{self.output}/{rel}" if self.fs else os.path.join(self.output, rel)
+
+  def _exists(self, rel: str) -> bool:
+    return self.fs.exists(self._path(rel)) if self.fs else os.path.exists(self._path(rel))
+
+  def previous_files(self) -> set[str]:
+    """Images the previous JSONL files name, and the previous record shards."""
+    found = set()
+    for name in JSONL_FILES:
+      if self._exists(name):
+        opener = self.fs.open if self.fs else open
+        with opener(self._path(name), "r") as f:
+          found |= {json.loads(line)["image"] for line in f if line.strip()}
+    records = self._path(RECORDS_DIR)
+    if self.fs:
+      names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(records)] if self.fs.exists(records) else []
+    else:
+      names = os.listdir(records) if os.path.isdir(records) else []
+    found |= {f"{RECORDS_DIR}/{n}" for n in names if _SHARD_RE.match(f"{RECORDS_DIR}/{n}")}
+    return {f for f in found if not f.startswith(("/", "..")) and "/../" not in f}
+
+  def put(self, local: str, rel: str) -> None:
+    if self.fs:
+      self.fs.put_file(local, self._path(rel))
+      return
+    path = self._path(rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.replace(local, path)  # atomic on one filesystem (the staging folder lives inside the output)
+
+  def remove(self, rels: list[str]) -> None:
+    if self.fs:
+      existing = [self._path(r) for r in rels if self._exists(r)]
+      if existing:
+        self.fs.rm(existing)
+      return
+    for rel in rels:
+      path = self._path(rel)
+      if os.path.isfile(path):
+        os.remove(path)
+        _remove_empty_parents(os.path.dirname(path), self.output)
+
+
+def _remove_empty_parents(directory: str, stop: str) -> None:
+  while os.path.realpath(directory) != os.path.realpath(stop) and os.path.isdir(directory) and not os.listdir(directory):
+    os.rmdir(directory)
+    directory = os.path.dirname(directory)

@@ -51,12 +51,12 @@ def run_task(task: Task, staging_dir: str, options: ImageOptions) -> TaskResult:
   """Writes `staging_dir/task.out_image`; never raises for bad data (the result carries the error)."""
   try:
     path = images.resolve_inside(task.root, task.image)
-    image, orientation, stored_size, notes = images.load_rgb(path, options.max_pixels, name=task.image)
+    image, orientation, stored_size, notes = images.load_rgb(path, options.max_pixels, task.image, options.max_side)
   except RowError as e:
     first = task.rows[0]
     return TaskResult(task, error=Issue(first.file, first.row, str(e), image=task.image))
-  oriented_size = image.size
-  image = images.downscale(image, options.max_side)
+  oriented_size = images.oriented(stored_size, orientation)
+  image = images.resize_to(image, images.target_size(oriented_size, options.max_side))
   data = images.encode(image, options.image_format)
   out_path = os.path.join(staging_dir, task.out_image)
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
@@ -118,7 +118,7 @@ def _fix_boxes(row: Row, g: _Geometry, repairs: list[str]) -> list[dict]:
     if clipped[2] - clipped[0] <= 0 or clipped[3] - clipped[1] <= 0:
       repairs.append(f"{what} dropped: entirely outside the {out_w}x{out_h} image")
       continue
-    if any(abs(a - b) > 1e-6 * max(out_w, out_h) for a, b in zip(clipped, (x1, y1, x2, y2))):
+    if any(abs(a - b) > 1e-6 * max(out_w, out_h) for a, b in zip(clipped, (x1, y1, x2, y2), strict=True)):
       repairs.append(f"{what} clipped to the image")
     fixed.append({"label": obj.label, "box": [round(float(v), 3) for v in clipped]})
   return fixed

@@ -156,7 +156,7 @@ def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None) 
   elif src.kind is Kind.KAGGLE:
     files.place(kaggle.download(src, None, force), dest)
   elif src.kind is Kind.HF:
-    snap, _ = hf.snapshot(src, opts.hf_token, force)
+    snap, _ = hf.snapshot(src, opts.hf_token, force, allow_patterns=[TOKENIZER])
     hf.verify_snapshot(snap)
     if not os.path.exists(os.path.join(snap, TOKENIZER)):
       raise DownloadError(f"{src.uri} has no {TOKENIZER}: give the tokenizer with --tokenizer URI")
@@ -240,8 +240,11 @@ class _Output:
     return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")}
 
   def verified_entry(self, manifest: dict, key: dict, name: str | None = None) -> str | None:
-    """The name of a file in DIR from the same source whose bytes still match the manifest, if any."""
+    """The name of a file in DIR from the same source whose bytes still match the manifest, if any
+    (`name` None: the checkpoint, whatever its name)."""
     for file_name, entry in manifest["files"].items():
+      if name is None and file_name in (TOKENIZER, MODEL_JSON):
+        continue
       if (name in (None, file_name) and entry.get("source") == key["source"]
           and entry.get("dtype") == key["dtype"] and self._matches(file_name, entry)):
         log.info("%s is already in %s and verified; not downloading it again", file_name, self.uri)

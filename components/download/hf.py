@@ -35,12 +35,13 @@ def read_token_file(path: str) -> str:
   return token
 
 
-def snapshot(source: Source, token: str | None = None, force: bool = False) -> tuple[str, str]:
-  """(local snapshot directory, commit hash) of hf:// `source`."""
+def snapshot(source: Source, token: str | None = None, force: bool = False,
+             allow_patterns: list[str] = ALLOW_PATTERNS) -> tuple[str, str]:
+  """(local snapshot directory, commit hash) of the files of hf:// `source` that match `allow_patterns`."""
   repo, revision = hf_parts(source)
   page = f"https://huggingface.co/{repo}"
   try:
-    path = huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=ALLOW_PATTERNS, token=token,
+    path = huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=allow_patterns, token=token,
                                              force_download=force)
   except hf_errors.GatedRepoError:
     raise DownloadError(f"{source.uri} is gated (HTTP 401/403): accept the model's licence at {page} and set HF_TOKEN "
@@ -66,7 +67,11 @@ def convert(snapshot_dir: str, out_path: str, dtype: str | None) -> dict:
   if not any(f.endswith(".safetensors") for f in os.listdir(snapshot_dir)):
     raise DownloadError(f"{snapshot_dir} has no .safetensors weights: is this a transformers PaliGemma repo?")
   log.info("converting the transformers checkpoint in %s to big_vision's layout", snapshot_dir)
-  params, model_cfg = from_hf(snapshot_dir)
+  try:
+    params, model_cfg = from_hf(snapshot_dir)
+  except (ValueError, KeyError) as e:
+    raise DownloadError(f"cannot convert the transformers checkpoint in {snapshot_dir} to big_vision's layout: {e}"
+                        ) from None
   tmp = f"{out_path}.tmp{os.getpid()}.npz"
   save(params, tmp, dtype=dtype)
   os.replace(tmp, out_path)

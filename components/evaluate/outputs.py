@@ -1,4 +1,4 @@
-"""Scoring predictions and writing an evaluation directory: `OUT/metrics.json` and `OUT/report.html`.
+"""Scoring predictions and writing an evaluation directory: predictions.jsonl, metrics.json, report.html.
 
 Shared by `evaluate run` (after decoding) and `evaluate score --output`. A baseline is another
 evaluation directory; its `predictions.jsonl` is scored again against *these* references, so that base
@@ -30,7 +30,8 @@ def score_baseline(task: str, baseline_dir: str, references: Sequence[dict]) -> 
 def write_evaluation(out_dir: str, task: str, predictions: Sequence[dict], references: Sequence[dict], *,
                      image_root: str | None, baseline_dir: str | None = None, predictions_name: str = PREDICTIONS,
                      title: str | None = None) -> dict:
-  """Scores, writes metrics.json and report.html into `out_dir`, and returns the metrics."""
+  """Scores, writes predictions.jsonl, metrics.json and report.html into `out_dir`; returns the metrics."""
+  jsonl.write_jsonl(os.path.join(out_dir, PREDICTIONS), predictions)
   metrics, records = scoring.score(task, predictions, references, predictions_name=predictions_name)
   base_metrics = base_records = None
   if baseline_dir:
@@ -42,7 +43,7 @@ def write_evaluation(out_dir: str, task: str, predictions: Sequence[dict], refer
   page = report.render_report(metrics, records, image_root=image_root, base_metrics=base_metrics,
                               base_records=base_records, title=title or f"{task} evaluation")
   jsonl.write_text(os.path.join(out_dir, REPORT), page)
-  log.info("wrote %s and %s in %s", METRICS, REPORT, out_dir)
+  log.info("wrote %s, %s and %s in %s", PREDICTIONS, METRICS, REPORT, out_dir)
   return metrics_out
 
 

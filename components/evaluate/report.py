@@ -18,6 +18,10 @@ from PIL import Image
 log = logging.getLogger(__name__)
 GT_COLOUR = "#00e000"
 PRED_COLOUR = "#ff00ff"
+# Which way is up, for colouring the base-vs-tuned change; counts not listed are shown uncoloured.
+HIGHER_IS_BETTER = frozenset(("map", "map50", "map75", "precision", "recall", "f1", "cider", "bleu4", "accuracy",
+                              "exact_match", "anls"))
+LOWER_IS_BETTER = frozenset(("cer", "malformed_segments", "unknown_class_boxes", "empty_predictions"))
 THUMBNAIL_SIDE = 384  # px: enough to judge boxes, small enough that a 100-image page stays a few MB
 
 _CSS = f"""
@@ -73,9 +77,10 @@ def _summary_table(metrics: dict, base: dict | None) -> str:
       continue
     b = base.get(k)
     delta = v - b if isinstance(b, (int, float)) and v is not None else None
-    cls = "" if not delta else " class='better'" if delta > 0 else " class='worse'"
-    rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(b)}</td><td>{_fmt(v)}</td>"
-                f"<td{cls}>{'' if delta is None else f'{delta:+.4f}'}</td></tr>")
+    sign = (delta or 0) * (1 if k in HIGHER_IS_BETTER else -1 if k in LOWER_IS_BETTER else 0)
+    cls = " class='better'" if sign > 0 else " class='worse'" if sign < 0 else ""
+    shown = "" if delta is None else f"{delta:+d}" if isinstance(delta, int) else f"{delta:+.4f}"
+    rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(b)}</td><td>{_fmt(v)}</td><td{cls}>{shown}</td></tr>")
   return f"<table id='summary'>{head}{''.join(rows)}</table>"
 
 

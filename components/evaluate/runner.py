@@ -23,7 +23,6 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from components import paligemma
-from components.paligemma.decode import decode
 from components.evaluate import jsonl, outputs
 
 log = logging.getLogger(__name__)
@@ -191,7 +190,7 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
                 "mask_input": prompts["mask_input"], "_mask": np.arange(batch) < len(real)}
       inputs = jax.device_put(inputs, data_sharding)
       with jax.set_mesh(mesh):
-        tokens, logprobs = decode(model, params, inputs, max_decode_len=max_decode_len, sampler=sampler,
+        tokens, logprobs = paligemma.decode(model, params, inputs, max_decode_len=max_decode_len, sampler=sampler,
                                             eos_token=tokenizer.eos_id, rng=jax.random.fold_in(rng, start),
                                             return_logprobs=True)
       tokens, logprobs = np.asarray(tokens)[:len(real)], np.asarray(logprobs)[:len(real)]
@@ -228,8 +227,6 @@ def run(args: RunArgs, devices=None) -> dict:
                             image_size=paligemma.configs.image_size(model_cfg),
                             batch_size=args.batch_size, prompt_len=prompt_len, max_decode_len=max_decode_len,
                             sampler=args.sampler, seed=args.seed, devices=devices)
-  os.makedirs(args.output, exist_ok=True)
-  jsonl.write_jsonl(os.path.join(args.output, outputs.PREDICTIONS), predictions)
   not_stopped = sum(not p["stopped"] for p in predictions)
   if not_stopped:
     log.warning("%d answers reached --max-decode-len %d before their end token; raise it if they look cut",

@@ -76,18 +76,18 @@ def _score_caption(examples: list[dict]) -> tuple[dict, list[dict]]:
 def _score_answers(examples: list[dict], task: str) -> tuple[dict, list[dict]]:
   totals = {"exact_match": 0.0, "anls": 0.0}
   if task == "vqa":
-    totals["vqa_accuracy"] = 0.0
+    totals["accuracy"] = 0.0
   edits = ref_chars = 0
   for ex in examples:
     p, refs = ex["prediction"], ex["references"]
     scores = {"exact_match": text.exact_match(p, refs), "anls": text.anls(p, refs)}
     if task == "vqa":
-      scores["vqa_accuracy"] = vqa.vqa_accuracy(p, refs)
+      scores["accuracy"] = vqa.vqa_accuracy(p, refs)
     for k, v in scores.items():
       totals[k] += v
     d, n = text.char_errors(p, refs)
     edits, ref_chars = edits + d, ref_chars + n
-    ex["score"] = scores["vqa_accuracy" if task == "vqa" else "anls"]
+    ex["score"] = scores["accuracy" if task == "vqa" else "anls"]
   n = max(len(examples), 1)
   metrics = {k: v / n for k, v in totals.items()}
   if task == "ocr":

@@ -30,9 +30,11 @@ def main(argv=None) -> int:
       parser.error(f"{item!r}: write --config.{key}=VALUE")
     overrides.append(f"{key}={value}")
 
-  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
-  logging.getLogger("components").setLevel(logging.INFO)  # ours; orbax/absl chatter stays at WARNING
   from components.finetune import config as config_lib, distributed, trainer  # after argparse: --help is fast
+  # force: importing absl (through orbax) already put a handler on the root logger.
+  logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout,
+                      force=True)
+  logging.getLogger("components").setLevel(logging.INFO)  # ours; orbax/absl chatter stays at WARNING
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   try:
     config = config_lib.load_config(args.config, overrides)

@@ -15,6 +15,7 @@ import numpy as np
 
 from components import paligemma
 from components.finetune import checkpoints, params, policy, sharding, state as state_lib
+from components.finetune import config as config_lib
 from components.finetune import workdir as wd
 
 
@@ -56,9 +57,8 @@ def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
   mgr.close()
   if setup.source.checkpoint:  # frozen weights: the base checkpoint, as trained (cast to frozen_dtype)
     base = paligemma.load(setup.source.checkpoint, setup.source.model_cfg)
-    _, frozen = policy.split_trainable(base, params.config_lib.trainable_regexes(config.trainable))
-    frozen = jax.tree.map(lambda x, a: np.asarray(x).astype(a.dtype), frozen,
-                          jax.tree.map(lambda s: s, setup.abstract_frozen))
+    _, frozen = policy.split_trainable(base, config_lib.trainable_regexes(config.trainable))
+    frozen = jax.tree.map(lambda x, a: np.asarray(x).astype(a.dtype), frozen, setup.abstract_frozen)
   else:  # the same seeded random init the run started from
     _, frozen, _ = params.init_params(setup.model, setup.source, config, mesh)
   merged = policy.merge(_to_f32(state["train"]["params"]), _to_f32(frozen))

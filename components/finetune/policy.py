@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import flax.traverse_util
+import jax
 import numpy as np
 
 
@@ -118,6 +119,7 @@ def flatten_adapters(lora: dict) -> dict:
 
 
 def decay_mask(tree, regex: str):
-  """True on leaves whose name (within `tree`) matches the weight-decay regex."""
-  flat = flatten(tree)
-  return unflatten({k: bool(re.fullmatch(regex, k)) for k in flat})
+  """True on leaves whose name (within `tree`) matches the weight-decay regex; keeps empty subtrees."""
+  def one(path, _):
+    return bool(re.fullmatch(regex, "/".join(str(getattr(k, "key", k)) for k in path)))
+  return jax.tree_util.tree_map_with_path(one, tree)

@@ -78,7 +78,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, lora_scale: floa
     updates, opt = tx.update(grads, state["opt"], state["train"])
     new_state = {"train": optax.apply_updates(state["train"], updates), "opt": opt,
                  "step": state["step"] + 1, "rng": state["rng"]}
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   return step
 

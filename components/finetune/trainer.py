@@ -183,11 +183,13 @@ def train(config, workdir: str) -> dict:
 
         is_eval = has_valid and ((config.eval_every and step % config.eval_every == 0) or step == total_steps)
         if is_eval:
+          eval_start = time.perf_counter()
           val_loss = evaluate(eval_step, state["train"], frozen, config, preprocess, batch_sharding)
           log.info("step %d/%d | validation loss %.4f", step, total_steps, val_loss)
           metrics.write(step, val_loss=val_loss)
           metrics.flush()
           save(step, val=val_loss, force=True)
+          window_start += time.perf_counter() - eval_start  # throughput counts train steps only
         elif step % config.checkpoint_every == 0 or step == total_steps:
           save(step)
 

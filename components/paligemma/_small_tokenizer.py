@@ -29,7 +29,7 @@ _CONTROL, _USER_DEFINED = 3, 4  # ModelProto.SentencePiece.Type
 
 
 def train_small_tokenizer(out_path: str, texts: Iterable[str] | None = None, vocab_size: int = 2048) -> str:
-  """Trains a unigram sentencepiece model on `texts` (default: a built-in English corpus) and writes it.
+  """Trains a BPE sentencepiece model on `texts` (default: a built-in English corpus) and writes it.
 
   Deterministic: the same texts and vocab_size give the same bytes. Returns out_path.
   """
@@ -43,17 +43,19 @@ def train_small_tokenizer(out_path: str, texts: Iterable[str] | None = None, voc
     raise ValueError("train_small_tokenizer needs some non-empty texts")
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, vocab_size=learned, model_type="unigram",
+      sentence_iterator=iter(sentences), model_writer=model, vocab_size=learned,
+      model_type="bpe", character_coverage=1.0,  # as Gemma: BPE, every character of the corpus a piece
       pad_id=0, eos_id=1, bos_id=2, unk_id=3,
       pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
       user_defined_symbols=["\n"], byte_fallback=True, split_digits=True,
       normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
       hard_vocab_limit=False,  # a small corpus may not support `learned` pieces: fill with <unusedN>
-      num_threads=1,  # EM sums in a fixed order: same bytes every run
+      num_threads=1,  # one thread: ties and sums in a fixed order, the same bytes every run
       max_sentence_length=1 << 16, minloglevel=2)
   model_bytes = model.getvalue()
   trained = _piece_count(model_bytes)
   extra = [_piece(f"<unused{i}>", _CONTROL) for i in range(learned - trained)]
+  # No learned piece can equal these: split_digits keeps digits out of learned pieces.
   extra += [_piece(f"<loc{i:04d}>", _USER_DEFINED) for i in range(NUM_LOC)]
   extra += [_piece(f"<seg{i:03d}>", _USER_DEFINED) for i in range(NUM_SEG)]
   write_atomic(out_path, lambda f: f.write(model_bytes + b"".join(extra)))

@@ -11,6 +11,7 @@ Stored dtypes are kept (f32, bf16, f16); numpy writes bf16 as 2-byte void (`<V2`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 POSEMB = "img/pos_embedding"
 _PREFIX = "params/"
+_HEADER_BLOCK, _DATA_BLOCK = 2**16, 2**26  # read-ahead per request on object stores
 _DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
            "float16": np.dtype(np.float16)}
 
@@ -94,33 +96,44 @@ def iter_arrays(path: str, expected: Mapping[str, tuple[int, ...]] | None = None
                 ) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (flat name, array) one at a time, after checking every header against `expected`.
 
-  For callers that place each array on devices and drop the host copy: host memory stays at one array.
+  For callers that place each array on devices and drop the host copy (`del` it in the loop body): host
+  memory then stays at one array.
   """
   path = str(path)
-  with fsspec.open(path, "rb") as f:
+  with _open_zip(path, _HEADER_BLOCK) as zf:  # small blocks: a few hundred bytes per member
+    members = _member_names(zf, path)
+    if expected is not None:
+      _check_names(path, members, expected)
+    headers = {name: _read_header(zf, member, name, path) for name, member in members.items()}
+    if expected is not None:
+      for name, (shape, _) in headers.items():
+        _check_shape(name, shape, tuple(expected[name]), path)
+  with _open_zip(path, _DATA_BLOCK) as zf:  # large blocks: one request per block on object stores
+    total = sum(zf.getinfo(m).file_size for m in members.values())
+    done, start = 0, time.monotonic()
+    for name, member in members.items():
+      array = _read_data(zf, member, name, path, headers[name][0])
+      if expected is not None and array.shape != tuple(expected[name]):
+        log.info("resampling %s from %s to %s (bilinear, as big_vision)", name, array.shape, expected[name])
+        array = resample_posemb(array, expected[name][1])
+      done += zf.getinfo(member).file_size
+      _log_progress(f"read {path}", name, done, total, start)
+      yield name, array
+      del array  # before reading the next one: a caller that dropped it holds no host copy
+
+
+@contextlib.contextmanager
+def _open_zip(path: str, block_size: int) -> Iterator[zipfile.ZipFile]:
+  """The `.npz` as a zip. Remote files read ahead `block_size` bytes per request (local files ignore it):
+  numpy reads members in 256 KiB pieces, which would otherwise each cost a round trip."""
+  with fsspec.open(path, "rb", cache_type="readahead", block_size=block_size) as f:
     try:
       zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
       raise CheckpointError(f"{path} is not a readable .npz ({e}): the file is corrupt or truncated; "
                             "download it again") from e
     with zf:
-      members = _member_names(zf, path)
-      if expected is not None:
-        _check_names(path, members, expected)
-      headers = {name: _read_header(zf, member, name, path) for name, member in members.items()}
-      if expected is not None:
-        for name, (shape, _) in headers.items():
-          _check_shape(name, shape, tuple(expected[name]), path)
-      total = sum(zf.getinfo(m).file_size for m in members.values())
-      done, start = 0, time.monotonic()
-      for name, member in members.items():
-        array = _read_data(zf, member, name, path, headers[name][0])
-        if expected is not None and array.shape != tuple(expected[name]):
-          log.info("resampling %s from %s to %s (bilinear, as big_vision)", name, array.shape, expected[name])
-          array = resample_posemb(array, expected[name][1])
-        done += zf.getinfo(member).file_size
-        _log_progress(f"read {path}", name, done, total, start)
-        yield name, array
+      yield zf
 
 
 def _member_names(zf: zipfile.ZipFile, path: str) -> dict[str, str]:
@@ -262,7 +275,7 @@ def write_atomic(path: str, write: Callable[[Any], None]) -> None:
 
 def _write_npz(f, flat: Mapping[str, Any], cast: np.dtype | None, path: str) -> None:
   """What `np.savez` writes (stored zip, one `.npy` per array), converting one array at a time."""
-  total = sum(np.dtype(cast or v.dtype).itemsize * int(np.size(v)) for v in flat.values())
+  total = sum(np.dtype(v.dtype if cast is None else cast).itemsize * int(np.size(v)) for v in flat.values())
   done, start = 0, time.monotonic()
   with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
     for name, value in flat.items():

@@ -61,7 +61,7 @@ def test_splits_keep_rows_of_one_image_together(tmp_path, imgs):
 
 def test_strict_makes_a_rejection_fatal_and_names_the_row(tmp_path, imgs):
   root = _caption_csv(imgs, tmp_path / "src", n=3, bad={1})
-  with pytest.raises(ConversionError, match=r"--strict: 1 row\(s\) rejected.*c\.csv, row 3.*truncated"):
+  with pytest.raises(ConversionError, match=r"(?s)--strict: 1 row\(s\) rejected.*c\.csv, row 3.*truncated"):
     _run(tmp_path, root, strict=True)
   assert not os.path.exists(tmp_path / "out" / "train.jsonl")
   report = _run(tmp_path, root)  # without --strict the good rows are kept
@@ -70,7 +70,7 @@ def test_strict_makes_a_rejection_fatal_and_names_the_row(tmp_path, imgs):
 
 def test_no_usable_row_is_an_error(tmp_path, imgs):
   root = _caption_csv(imgs, tmp_path / "src", n=2, bad={0, 1})
-  with pytest.raises(ConversionError, match=r"no usable row.*c\.csv, row 2"):
+  with pytest.raises(ConversionError, match=r"(?s)no usable row.*c\.csv, row 2"):
     _run(tmp_path, root)
 
 
@@ -78,6 +78,7 @@ def test_rerun_replaces_the_previous_output_consistently(tmp_path, imgs):
   root = _caption_csv(imgs, tmp_path / "src", n=6)
   _run(tmp_path, root)
   (tmp_path / "out" / "keep-me.txt").write_text("user file")
+  (tmp_path / "out" / "images" / "mine.jpg").write_text("a file convert did not write")
   os.remove(root / "00.jpg")
   (root / "c.csv").write_text("image,caption\n" + "".join(f"{i:02d}.jpg,new {i}\n" for i in range(1, 6)))
   _run(tmp_path, root, examples_per_shard=2)
@@ -85,12 +86,20 @@ def test_rerun_replaces_the_previous_output_consistently(tmp_path, imgs):
   images = sorted(r["image"] for s in rows.values() for r in s)
   assert images == [f"images/{i:02d}.jpg" for i in range(1, 6)]
   on_disk = sorted(f"images/{n}" for n in os.listdir(tmp_path / "out" / "images"))
-  assert on_disk == images  # the old 00.jpg is gone
+  assert on_disk == sorted(images + ["images/mine.jpg"])  # the old 00.jpg is gone, the user's file is not
   shards = sorted(os.listdir(tmp_path / "out" / "records"))
   assert all("-of-00001" not in s for s in shards if s.startswith("train"))  # old single shard replaced
   assert sum(len(read_shard(p)) for s in ("train", "valid", "test") for p in list_shards(str(tmp_path / "out"), s)) == 5
   assert (tmp_path / "out" / "keep-me.txt").exists()
   assert not [n for n in os.listdir(tmp_path / "out") if n.startswith(".convert-tmp")]
+
+
+def test_output_must_not_be_or_contain_the_input(tmp_path, imgs):
+  root = _caption_csv(imgs, tmp_path / "src", n=2)
+  for output in (root, tmp_path):
+    with pytest.raises(ValueError, match="separate folder"):
+      convert(ConvertConfig(input=str(root), format="csv", task="caption", output=str(output), workers=1))
+  assert sorted(os.listdir(root)) == ["00.jpg", "01.jpg", "c.csv"]
 
 
 def test_a_crash_leaves_the_previous_output_whole(tmp_path, imgs, monkeypatch):

@@ -106,7 +106,7 @@ def build_voc(imgs, tmp_path):
     files = [(n, size, boxes) for n, _, _, size, boxes, _ in entries]
     if split == "train":
       files.append(("../../outside.jpg", (64, 48), []))
-    for i, (name, (w, h), boxes) in enumerate(files):
+    for name, (w, h), boxes in files:
       stem = name.rsplit(".", 1)[0] if not name.startswith("..") else "escape"
       objects = "".join(f"<object><name>{label}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
                         f"<ymax>{y2}</ymax></bndbox></object>" for label, (x1, y1, x2, y2) in boxes)
@@ -158,11 +158,11 @@ def test_detection_source_converts_exactly(tmp_path, imgs, fmt):
       kept = sorted(kept, key=lambda n: n.rsplit(".", 1)[0])
     got = rows[split]
     assert [r["image"] for r in got] == [out_name(split, n) for n in kept]  # every good row, in source order
-    for name, row in zip(kept, got):
+    for name, row in zip(kept, got, strict=True):
       expected = _expected_row(out_name(split, name), name)
       if fmt in ("yolo", "paligemma-jsonl"):  # normalised sources: pixel boxes within one bin / float error
         bins = np.array([expected["width"], expected["height"]] * 2) / 1023
-        for a, b in zip(row.pop("objects"), expected.pop("objects")):
+        for a, b in zip(row.pop("objects"), expected.pop("objects"), strict=True):
           assert a["label"] == b["label"] and np.all(np.abs(np.array(a["box"]) - b["box"]) <= bins / 2 + 1e-3)
       assert {k: v for k, v in row.items() if k != "id"} == expected, name
 

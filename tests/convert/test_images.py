@@ -106,10 +106,26 @@ def test_paths_escaping_the_root_are_refused(tmp_path, imgs):
   assert images.resolve_inside(str(root), "ok_link.jpg") == str(root / "ok_link.jpg")
 
 
-def test_downscale_keeps_aspect_and_never_enlarges(tmp_path, imgs):
-  image = Image.new("RGB", (400, 100))
-  assert images.downscale(image, 200).size == (200, 50)
-  assert images.downscale(image, 1000).size == (400, 100)
+def test_downscale_keeps_aspect_and_never_enlarges():
+  assert images.target_size((400, 100), 200) == (200, 50)
+  assert images.target_size((400, 100), 1000) == (400, 100)
+  assert images.target_size((400, 100), None) == (400, 100)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_reduced_jpeg_decoding_keeps_boxes_on_their_pixels(tmp_path, imgs, orientation):
+  """With --max-side a JPEG is decoded at a reduced scale: the written image and box must still agree."""
+  imgs.exif_rotated(str(tmp_path / "e.jpg"), orientation, w=800, h=400, box=(100, 40, 300, 200))
+  row = Row("e.jpg", "ann", 1, objects=[Obj("thing", (100, 40, 300, 200))])
+  result = run_task(Task(str(tmp_path), "e.jpg", "images/e.png", [row]), str(tmp_path / "out"),
+                    ImageOptions(max_side=200, image_format="png"))
+  written = np.asarray(Image.open(tmp_path / "out" / "images" / "e.png")).mean(-1)
+  assert written.shape == ((100, 200) if orientation == 1 else (200, 100))
+  x1, y1, x2, y2 = result.rows[0].objects[0]["box"]
+  inside = written[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1]
+  outside = written.copy()
+  outside[max(0, int(y1) - 1):int(y2) + 1, max(0, int(x1) - 1):int(x2) + 1] = 255
+  assert inside.max() < 60 and outside.min() > 200
 
 
 def test_boxes_are_clipped_and_degenerate_boxes_dropped(tmp_path, imgs):

@@ -149,3 +149,32 @@ def test_records_hold_the_written_images(tmp_path, imgs):
   image = Image.open(io.BytesIO(record["image"]))
   assert image.mode == "RGB" and image.size == (64, 48)
   assert record["prefix"] == "caption en" and record["suffix"] == "hello" and record["image_path"] == "images/a.jpg"
+
+
+def test_hf_hub_name_resolved_through_the_hub_cache(tmp_path, imgs):
+  """A hub dataset in the offline hub cache (snapshot + refs/main, as huggingface_hub writes them)."""
+  import subprocess
+  import sys
+
+  datasets = pytest.importorskip("datasets")
+  repo = tmp_path / "hub" / "datasets--someone--tiny-captions"
+  commit = "0123456789abcdef0123456789abcdef01234567"
+  os.makedirs(repo / "snapshots" / commit / "data")
+  os.makedirs(repo / "refs")
+  (repo / "refs" / "main").write_text(commit)
+  features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")})
+  for split, colors in (("train", [(255, 0, 0), (0, 255, 0)]), ("validation", [(0, 0, 255)])):
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": _png(c), "path": f"{i}.png"} for i, c in enumerate(colors)],
+                                     "caption": [f"colour {c}" for c in colors]}, features=features)
+    ds.to_parquet(str(repo / "snapshots" / commit / "data" / f"{split}-00000-of-00001.parquet"))
+  env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+         "HF_DATASETS_CACHE": str(tmp_path / "dscache")}
+  repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  done = subprocess.run([sys.executable, "-m", "components.convert", "--input", "someone/tiny-captions", "--format",
+                         "hf", "--task", "caption", "--output", str(tmp_path / "out"), "--workers", "1",
+                         "--no-progress"], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  rows = imgs.read_output(tmp_path / "out")
+  assert [(r["image"], r["suffix"]) for r in rows["train"]] == [
+      ("images/train/000000.jpg", "colour (255, 0, 0)"), ("images/train/000001.jpg", "colour (0, 255, 0)")]
+  assert [r["suffix"] for r in rows["valid"]] == ["colour (0, 0, 255)"]

@@ -126,6 +126,10 @@ class _Server(http.server.ThreadingHTTPServer):
     self.url = f"http://127.0.0.1:{self.server_address[1]}"
     threading.Thread(target=self.serve_forever, daemon=True).start()
 
+  def handle_error(self, request, client_address):
+    if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that hang up (killed, dropped) are expected
+      super().handle_error(request, client_address)
+
   def reset(self):
     self.requests.clear()
     self.drops.clear()
@@ -161,6 +165,8 @@ class _KaggleHandler(_Handler):
     model_files = self.server.models.get(handle)
     if model_files is None:
       return self.send_json({"code": 404, "message": "Not found"}, 404)
+    if handle in self.server.licence_not_accepted:
+      return self.send_json({"code": 403, "message": "Permission 'models.get' was denied"}, 403)
     if rpc == "ListModelInstanceVersionFiles":
       return self.send_json({"files": [{"name": n, "size": len(d)} for n, d in model_files.items()],
                              "nextPageToken": ""})
@@ -200,6 +206,7 @@ class KaggleServer(_Server):
     self.models: dict[str, dict[str, bytes]] = {}  # owner/model/framework/variation/version -> files
     self.redirect = True
     self.user, self.key = KAGGLE_USER, KAGGLE_KEY
+    self.licence_not_accepted: set[str] = set()  # handles this user may not download (403)
 
   def authorized(self, header: str | None) -> bool:
     basic = "Basic " + base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode()).decode()
@@ -386,6 +393,7 @@ def servers(gcs_server, kaggle_server, hub_server, tmp_path, monkeypatch):
     s.reset()
   gcs_server.emulator.wipe()
   kaggle_server.models.clear()
+  kaggle_server.licence_not_accepted.clear()
   kaggle_server.redirect = True
   hub_server.repos.clear()
   site = tmp_path / "site"

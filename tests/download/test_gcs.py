@@ -114,7 +114,7 @@ def test_upload_to_gcs_output_and_read_back(gcs, tiny_files, tmp_path):
   download_model("tiny-v2", out, source="gs://weights/pg/tiny.npz", cache_dir=str(tmp_path / "other-cache"))
   assert [path for path, _ in gcs.gcs.media if not path.endswith(("manifest.json", "model.json"))] == []
   writes = [r for r in gcs.gcs.requests if r["method"] in ("POST", "PUT")]
-  assert [r["path"] for r in writes if "manifest.json" not in r["path"]] == []
+  assert len(writes) == 1  # the manifest, rewritten with this run's time; the other objects are kept
 
 
 @pytest.mark.slow
@@ -137,6 +137,8 @@ def test_killed_download_resumes_from_its_journal(gcs, make_npz, tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   release.set()
+  while len(gcs.gcs.media) < gcs.gcs.media_started:  # let the held reads finish (into a closed socket)
+    time.sleep(0.05)
   done = sorted(json.loads(journal.read_text())["done"])
   assert len(done) == 3
   gcs.gcs.reset()

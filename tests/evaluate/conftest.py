@@ -60,3 +60,9 @@ DETECT_ROWS = [
 @pytest.fixture
 def detect_dataset(tmp_path):
   return write_dataset(tmp_path / "data", DETECT_ROWS)
+
+
+@pytest.fixture
+def make_dataset():
+  """`make_dataset(root, rows)` writes a dataset directory with an image for each row (see write_dataset)."""
+  return write_dataset

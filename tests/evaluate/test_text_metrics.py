@@ -37,7 +37,7 @@ def test_vqa_accuracy_single_answer_is_normalised_exact_match():
 def test_vqa_task_metrics():
   preds, refs = rows("answer en how many?", [("Two", ["2"]), ("red", ["red"]), ("", ["blue"])])
   metrics, records = score("vqa", preds, refs)
-  assert metrics["vqa_accuracy"] == pytest.approx(2 / 3)
+  assert metrics["accuracy"] == pytest.approx(2 / 3)
   assert metrics["exact_match"] == pytest.approx(1 / 3)  # "Two" != "2" before normalisation
   assert metrics["anls"] == pytest.approx(1 / 3)
   assert [r["score"] for r in records] == [1.0, 1.0, 0.0]
@@ -79,7 +79,7 @@ def test_several_reference_rows_are_several_answers_and_missing_predictions_coun
   refs.append({"image": "b", "prefix": "answer en q", "suffix": "x"})
   metrics, _ = score("vqa", [{"image": "a", "prefix": "answer en q", "prediction": "yes"}], refs)
   assert metrics["num_examples"] == 2 and metrics["missing_predictions"] == 1
-  assert metrics["vqa_accuracy"] == pytest.approx(0.9 / 2)
+  assert metrics["accuracy"] == pytest.approx(0.9 / 2)
 
 
 def test_duplicate_prediction_rows_are_an_error():

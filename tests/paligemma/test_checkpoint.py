@@ -14,8 +14,8 @@ import pytest
 import scipy.ndimage
 
 from components.paligemma import configs
-from components.paligemma.checkpoint import (CheckpointError, flatten_params, load, load_flat, param_shapes,
-                                             save, unflatten_params)
+from components.paligemma.checkpoint import (CheckpointError, flatten_params, iter_arrays, load, load_flat,
+                                             param_shapes, save, unflatten_params)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -83,6 +83,18 @@ def test_load_fixture_against_model_config(bigvision_fixtures, name):
     flat = flatten_params(params)
     assert flat.keys() == set(raw.files)
     assert all(same_bits(flat[k], raw[k]) for k in raw.files)
+
+
+def test_checkpoint_of_another_model_is_refused(bigvision_fixtures):
+  """tiny_v1 (MQA: q_einsum + kv_einsum) does not load into tiny-mha (one qkv_einsum)."""
+  with pytest.raises(CheckpointError, match=r"missing array\(s\) llm/layers/attn/qkv_einsum/w; unexpected array\(s\) "
+                                            r"llm/layers/attn/kv_einsum/w, llm/layers/attn/q_einsum/w"):
+    load(bigvision_fixtures / "tiny_v1.params.npz", configs.model_config("tiny-mha"))
+
+
+def test_public_exports():
+  from components import paligemma
+  assert (paligemma.load, paligemma.save, paligemma.CheckpointError) == (load, save, CheckpointError)
 
 
 def test_resample_posemb_56_to_112_and_back(tiny_v1, tmp_path):
@@ -236,6 +248,19 @@ def test_load_holds_at_most_one_array_beyond_the_result(tmp_path):
   print(f"file {file_size / 1e6:.0f} MB, result {result / 1e6:.0f} MB, peak {peak / 1e6:.1f} MB")
   assert result >= 0.99 * file_size
   assert peak <= result + largest
+  del flat
+
+  # A caller that moves each array elsewhere (e.g. onto devices) holds about one array at a time.
+  tracemalloc.start()
+  try:
+    for name, array in iter_arrays(tmp_path / "big.npz", expected):
+      assert array.shape == expected[name]
+      del array
+    _, peak = tracemalloc.get_traced_memory()
+  finally:
+    tracemalloc.stop()
+  print(f"streaming peak {peak / 1e6:.1f} MB")
+  assert peak <= largest + 4 * 2**20  # one array and numpy's read buffers
 
 
 @pytest.mark.slow  # ~20 s: a fresh interpreter importing jax and gcsfs

@@ -1,4 +1,5 @@
-"""A Hugging Face dataset: a folder written by `save_to_disk`, or a hub name read through the hub cache.
+"""A Hugging Face dataset: a folder written by `save_to_disk`, or a hub dataset name (`owner/name`) resolved
+through the hub cache.
 
 The image column is the first `Image` feature (or a column named `image`). Text columns by task:
 caption `caption`/`text`/`captions` (a list gives one row per caption), vqa `question` + `answer`/
@@ -10,20 +11,28 @@ workers can read files like for every other format.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from components.convert.locations import task_prefix
-from components.convert.rows import Issue, Obj, Row, Source, canonical_split
+from components.convert.rows import Issue, Obj, Row, RowError, Source, canonical_split
+
+if TYPE_CHECKING:
+  import datasets
 
 TEXT_COLUMNS = {"caption": ("caption", "captions", "text"), "ocr": ("text", "ocr", "transcription"),
                 "vqa": ("answer", "answers")}
 
 
-def _load(path: str) -> datasets.DatasetDict:
+def _load(path: str, scratch: str) -> datasets.DatasetDict:
   import datasets  # imported where used: it costs seconds and only hf input needs it
   if os.path.isdir(path):
     loaded = datasets.load_from_disk(path)
   else:
-    loaded = datasets.load_dataset(path)  # a hub name; offline runs resolve it from the HF cache
+    # A hub name: huggingface_hub resolves it through its cache (offline runs with HF_HUB_OFFLINE=1 use
+    # the cached snapshot), then `datasets` reads the snapshot's data files (parquet, json, csv, ...).
+    from huggingface_hub import snapshot_download
+    snapshot = snapshot_download(path, repo_type="dataset")
+    loaded = datasets.load_dataset(snapshot, cache_dir=os.path.join(scratch, "cache"))
   return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"": loaded})
 
 
@@ -43,7 +52,7 @@ def _first(columns, options):
 
 def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> Source:
   import datasets
-  dataset_dict = _load(path)
+  dataset_dict = _load(path, scratch)
   rows, issues, classes = [], [], None
   for split_name, ds in dataset_dict.items():
     split = canonical_split(split_name) if split_name else None
@@ -63,7 +72,12 @@ def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> 
       if image is None:
         issues.append(Issue(file, index, "the image cell is empty; fill it or drop the row"))
         continue
-      for prefix, suffix, objects in _texts(example, task, text_col, classes, bbox_format):
+      try:
+        texts = _texts(example, task, text_col, classes, bbox_format)
+      except RowError as e:
+        issues.append(Issue(file, index, str(e), image=image))
+        continue
+      for prefix, suffix, objects in texts:
         rows.append(Row(image, file, index, split, prefix=prefix, suffix=suffix, objects=objects))
   return Source(root=scratch, rows=rows, classes=classes, issues=issues)
 
@@ -104,10 +118,16 @@ def _texts(example: dict, task: str, text_col: str | None, classes, bbox_format:
     if isinstance(objects, list):  # a list of {bbox, category} dicts rather than a dict of lists
       objects = {k: [o[k] for o in objects] for k in (objects[0] if objects else {"bbox": 0, "category": 0})}
     labels = next((objects[k] for k in ("category", "label", "categories", "labels") if k in objects), [])
+    boxes = objects.get("bbox", [])
+    if len(boxes) != len(labels):
+      raise RowError(f"objects has {len(boxes)} bbox but {len(labels)} labels; give every box one label")
     result = []
-    for box, label in zip(objects.get("bbox", []), labels):
+    for box, label in zip(boxes, labels, strict=True):
       name = classes[label] if classes and isinstance(label, int) else str(label)
-      x1, y1, a, b = (float(v) for v in box)
+      try:
+        x1, y1, a, b = (float(v) for v in box)
+      except (TypeError, ValueError):
+        raise RowError(f"bbox {box!r} is not 4 numbers") from None
       result.append(Obj(name, (x1, y1, a, b) if bbox_format == "xyxy" else (x1, y1, x1 + a, y1 + b)))
     return [(None, None, result)]
   if text_col is None:

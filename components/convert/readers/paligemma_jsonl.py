@@ -75,6 +75,6 @@ def _parse_objects(row: Row, issues: list[Issue]) -> bool:
     issues.append(Issue(row.file, row.row, f"suffix {row.suffix[:60]!r} has no <locY1><locX1><locY2><locX2> label "
                                            "objects; fix it or convert with another --task", image=row.image))
     return False
-  row.objects = [Obj(label, tuple(float(v) for v in box), normalized=True) for box, label in zip(boxes, labels)]
+  row.objects = [Obj(label, tuple(float(v) for v in box), normalized=True) for box, label in zip(boxes, labels, strict=True)]
   row.suffix = None
   return True

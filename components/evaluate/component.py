@@ -1,0 +1,58 @@
+"""The evaluate step as a KFP component: a typed signature whose body calls the same core as the CLI.
+
+`evaluate_model` decodes the dataset split with the model, writes the evaluation directory to its
+`evaluation` artifact, logs every number of metrics.json to the `metrics` artifact (nested keys joined
+with '/', e.g. `per_class/cat/ap`) so Vertex AI Pipelines shows and compares them, and copies the report
+to the `report` HTML artifact, which the Vertex AI console renders.
+(No `from __future__ import annotations` here: KFP reads the annotations as types.)
+"""
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from pipelines.images import image_uri
+
+
+def scalar_metrics(metrics: dict, prefix: str = "") -> dict:
+  """The numbers of a nested metrics dict, flattened with '/'; undefined values (None) are left out."""
+  flat = {}
+  for key, value in metrics.items():
+    if isinstance(value, dict):
+      flat.update(scalar_metrics(value, f"{prefix}{key}/"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      flat[f"{prefix}{key}"] = float(value)
+  return flat
+
+
+def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, split: str = "valid",
+                 sampler: str = "greedy", max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
+                 baseline_dir: str = "") -> dict:
+  """`evaluate run` with KFP-friendly scalar arguments (0 / "" = default); returns the metrics."""
+  from components.evaluate import runner
+
+  return runner.run(runner.RunArgs(
+      checkpoint=checkpoint, data=data_dir, task=task, output=output_dir, split=split, sampler=sampler or "greedy",
+      max_decode_len=max_decode_len or None, limit=limit or None, batch_size=batch_size,
+      baseline=baseline_dir or None))
+
+
+def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],
+                    metrics: Output[Metrics], report: Output[HTML], split: str = "valid", sampler: str = "greedy",
+                    max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
+                    baseline: Input[Artifact] = None):
+  """Decodes a split with the model (a model directory, a finetune workdir or an .npz), scores it by task, and
+  publishes metrics.json as KFP Metrics and report.html as an HTML artifact (base vs tuned with a baseline)."""
+  import os
+  import shutil
+
+  from components.evaluate.component import run_evaluate, scalar_metrics
+
+  values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,
+                                       sampler=sampler, max_decode_len=max_decode_len, limit=limit,
+                                       batch_size=batch_size, baseline_dir=baseline.path if baseline else ""))
+  for name, value in values.items():
+    metrics.log_metric(name, value)
+  evaluation.metadata.update({"task": task, "split": split, **{k: v for k, v in values.items() if "/" not in k}})
+  shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
+
+
+evaluate_model = dsl.component(_evaluate_model, base_image=image_uri("cpu"), install_kfp_package=False)
