@@ -11,7 +11,7 @@ DEMO = dict(
     train_images=320,
     valid_images=48,
     seed=0,
-    max_decode_len=24,        # 2 objects = 2 x (4 loc tokens + label) + separators, with room to spare
+    max_decode_len=16,        # 2 objects = 2 x (4 loc + label) + " ;" = 12 tokens, then eos
     eval_limit=0,             # 0 = the whole validation split
 )
 
@@ -20,7 +20,7 @@ def get_config(arg=None):
   del arg
   c = defaults()
   c.model_name = DEMO["model"]
-  c.text_len = 40
+  c.text_len = 24
   c.batch_size = 16
   c.total_steps = 600
   c.trainable = "full"

@@ -192,8 +192,8 @@ def _tick(bar, result):
   return result
 
 
-def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> tuple[list[dict], list[Issue]]:
-  """Task results -> examples (in source order) and every rejected or repaired row."""
+def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> tuple[list[tuple], list[Issue]]:
+  """Task results -> `(example, source split or None)` in source order, and every rejected/repaired row."""
   examples, issues = [], list(source_issues)
   prefix = detect_prefix(classes) if classes is not None else None
   for result in results:
@@ -209,16 +209,16 @@ def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> 
       example = {"image": task.out_image, "prefix": prefix if prefix is not None else row.prefix,
                  "suffix": row_result.suffix if row.objects is not None else row.suffix,
                  "id": f"{posixpath.splitext(task.out_image)[0][len('images/'):]}:{k}",
-                 "width": result.width, "height": result.height, "_split": row.split, "_group": task.out_image}
+                 "width": result.width, "height": result.height}
       if row_result.objects is not None:
         example["objects"] = row_result.objects
-      examples.append(example)
+      examples.append((example, row.split))
   return examples, issues
 
 
-def _assign_splits(examples: list[dict], fractions, seed: int) -> dict[str, list[dict]]:
+def _assign_splits(examples: list[tuple[dict, str | None]], fractions, seed: int) -> dict[str, list[dict]]:
   """Keeps the source's splits; splits the rest per image by `fractions` with a seeded shuffle."""
-  groups = sorted({e["_group"] for e in examples if e["_split"] is None})
+  groups = sorted({e["image"] for e, split in examples if split is None})
   random.Random(seed).shuffle(groups)
   total = sum(f for _, f in fractions)
   exact = [(name, len(groups) * f / total) for name, f in fractions]
@@ -231,10 +231,8 @@ def _assign_splits(examples: list[dict], fractions, seed: int) -> dict[str, list
     assigned.update({g: name for g in groups[start:start + counts[name]]})
     start += counts[name]
   by_split = {s: [] for s in SPLITS}
-  for e in examples:
-    split = e.pop("_split") or assigned[e["_group"]]
-    del e["_group"]
-    by_split[split].append(e)
+  for e, split in examples:
+    by_split[split or assigned[e["image"]]].append(e)
   return by_split
 
 

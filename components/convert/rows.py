@@ -31,7 +31,9 @@ class Obj:
 class Row:
   image: str  # image file, relative to the dataset root ('/'-separated)
   file: str  # the annotation file the row came from (relative to the root), for the report
-  row: int | str  # where in that file: 1-based line, image id, dataset index
+  # Where in that file: the 1-based line (JSONL, CSV), the image id (COCO), the index (HF), or 0 when
+  # the file is the row (a YOLO label file, a VOC .xml; box problems then name their line/object).
+  row: int | str
   split: str | None = None  # canonical split when the source has one
   prefix: str | None = None  # None for detection: built from the class list
   suffix: str | None = None  # None for detection: built from `objects` after image hygiene

@@ -52,9 +52,11 @@ def run_task(task: Task, staging_dir: str, options: ImageOptions) -> TaskResult:
   try:
     path = images.resolve_inside(task.root, task.image)
     image, orientation, stored_size, notes = images.load_rgb(path, options.max_pixels, task.image, options.max_side)
-  except RowError as e:
+  except Exception as e:  # noqa: BLE001 - one odd file (a Pillow decoder bug) must not stop the others
+    reason = str(e) if isinstance(e, RowError) else (
+        f"image file {task.image} could not be decoded ({type(e).__name__}: {e}); re-export it or remove the row")
     first = task.rows[0]
-    return TaskResult(task, error=Issue(first.file, first.row, str(e), image=task.image))
+    return TaskResult(task, error=Issue(first.file, first.row, reason, image=task.image))
   oriented_size = images.oriented(stored_size, orientation)
   image = images.resize_to(image, images.target_size(oriented_size, options.max_side))
   data = images.encode(image, options.image_format)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from components.download import secrets
@@ -51,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--retries", type=int, default=RETRIES, help="attempts per file on checksum or network errors")
   args = parser.parse_args(argv)
 
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-  secrets.register_environment()
-  secrets.install_log_redaction()
+  secrets.configure_logging()
   try:
     download_model(args.model, args.output, args.source, args.tokenizer, args.dtype, gcs_mirror=args.gcs_mirror,
                    kaggle_credentials=args.kaggle_credentials, hf_credentials=args.hf_credentials,

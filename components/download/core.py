@@ -16,7 +16,6 @@ import os
 import shutil
 import time
 
-import httpx2
 import requests
 from google.api_core import exceptions as gexc
 
@@ -28,10 +27,10 @@ MANIFEST, MODEL_JSON, TOKENIZER = "manifest.json", "model.json", "tokenizer.mode
 RETRIES = 3
 RETRY_WAIT_S = 1.0
 # Errors worth another attempt: bad bytes, dropped connections, overloaded servers. The clients resume
-# partial files, so a retry fetches only what is missing.
+# partial files, so a retry fetches only what is missing. (huggingface_hub retries its own transport errors.)
 TRANSIENT = (ChecksumError, ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
-             requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout, httpx2.TransportError,
-             gexc.ServerError, gexc.TooManyRequests)
+             requests.exceptions.ChunkedEncodingError, requests.exceptions.Timeout, gexc.ServerError,
+             gexc.TooManyRequests)
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 SECRET_ENV_VARS = ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
@@ -45,3 +46,10 @@ def install_log_redaction() -> None:
   for name in ("", "kagglehub"):
     for handler in logging.getLogger(name).handlers:
       handler.addFilter(RedactingFilter())
+
+
+def configure_logging() -> None:
+  """INFO logs on stderr with every secret known from the environment redacted (CLI and component)."""
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+  register_environment()
+  install_log_redaction()

@@ -18,6 +18,8 @@ import enum
 import os
 import re
 
+from components.download.errors import DownloadError
+
 DEFAULT_TOKENIZER = "gs://big_vision/paligemma_tokenizer.model"
 KAGGLE_VERSION = 1
 
@@ -62,21 +64,21 @@ def parse(uri: str) -> Source:
   """Parses a source URI or a local path; a malformed kaggle:// or hf:// URI is a clear error."""
   if uri.startswith("kaggle://"):
     if not _KAGGLE_RE.match(uri):
-      raise ValueError(f"bad Kaggle URI {uri!r}: expected kaggle://owner/model/framework/variation/version[/file], "
+      raise DownloadError(f"bad Kaggle URI {uri!r}: expected kaggle://owner/model/framework/variation/version[/file], "
                        "e.g. kaggle://google/paligemma-2/jax/paligemma2-3b-pt-224/1/paligemma2-3b-pt-224.b16.npz")
     return Source(Kind.KAGGLE, uri)
   if uri.startswith("gs://"):
     if len(uri) <= len("gs://") or uri.endswith("/"):
-      raise ValueError(f"bad GCS URI {uri!r}: expected gs://bucket/path/to/file")
+      raise DownloadError(f"bad GCS URI {uri!r}: expected gs://bucket/path/to/file")
     return Source(Kind.GCS, uri)
   if uri.startswith("hf://"):
     if not _HF_RE.match(uri):
-      raise ValueError(f"bad Hugging Face URI {uri!r}: expected hf://org/repo or hf://org/repo@revision")
+      raise DownloadError(f"bad Hugging Face URI {uri!r}: expected hf://org/repo or hf://org/repo@revision")
     return Source(Kind.HF, uri)
   if uri.startswith("file://"):
     uri = uri[len("file://"):]
   if "://" in uri:
-    raise ValueError(f"unsupported source {uri!r}: use kaggle://, gs://, hf:// or a local path")
+    raise DownloadError(f"unsupported source {uri!r}: use kaggle://, gs://, hf:// or a local path")
   return Source(Kind.LOCAL, os.path.abspath(os.path.expanduser(uri)))
 
 
@@ -111,26 +113,26 @@ def release_source(name: str, where: str, dtype: str = "bfloat16", gcs_mirror: s
   """The source of released model `name` on `where` (kaggle | hf | gcs)."""
   m = _RELEASE_RE.match(name)
   if not m:
-    raise ValueError(f"{name!r} is not a released PaliGemma name (e.g. paligemma-3b-pt-224, paligemma2-10b-mix-448); "
+    raise DownloadError(f"{name!r} is not a released PaliGemma name (e.g. paligemma-3b-pt-224, paligemma2-10b-mix-448); "
                      "pass a kaggle://, gs://, hf:// URI or a local path with --source instead")
   family = m.group("family")
   if family == "paligemma" and m.group("size") != "3b":
-    raise ValueError(f"{name!r}: PaliGemma 1 was released in 3b only")
+    raise DownloadError(f"{name!r}: PaliGemma 1 was released in 3b only")
   if where == "hf":
     return parse(f"hf://google/{name}")
   suffixes = _KAGGLE_SUFFIX[family]
   if dtype not in suffixes:
-    raise ValueError(f"{name} is published in {sorted(suffixes)} only, not {dtype}: pass --dtype "
+    raise DownloadError(f"{name} is published in {sorted(suffixes)} only, not {dtype}: pass --dtype "
                      f"{next(iter(suffixes))}")
   file = name + suffixes[dtype]
   if where == "kaggle":
     return parse(f"kaggle://google/{_KAGGLE_MODEL[family]}/jax/{name}/{KAGGLE_VERSION}/{file}")
   if where == "gcs":
     if not gcs_mirror:
-      raise ValueError("--source gcs needs --gcs-mirror gs://BUCKET/PREFIX: a copy of the Kaggle files laid out as "
+      raise DownloadError("--source gcs needs --gcs-mirror gs://BUCKET/PREFIX: a copy of the Kaggle files laid out as "
                        f"PREFIX/{name}/{file}")
     return parse(f"{gcs_mirror.rstrip('/')}/{name}/{file}")
-  raise ValueError(f"unknown source {where!r}: use kaggle, gcs, hf or a URI")
+  raise DownloadError(f"unknown source {where!r}: use kaggle, gcs, hf or a URI")
 
 
 def name_from_file(file_name: str) -> str | None:

@@ -40,7 +40,8 @@ def _add_run(sub) -> None:
   p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
   p.add_argument("--batch-size", type=int, default=8, help="examples per decoding step (padded to a multiple "
                                                             "of the device count)")
-  p.add_argument("--which", default="latest", choices=("latest", "best"), help="checkpoint of a workdir to use")
+  p.add_argument("--which", default="latest", help="checkpoint of a finetune workdir: latest, best (lowest "
+                                                    "validation loss) or a step number")
   p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: longest prompt of the split)")
   p.add_argument("--seed", type=int, default=0, help="sampling seed (for nucleus/temperature)")
   p.add_argument("--baseline", help="an earlier evaluation directory (e.g. of the base model) to show side by side")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 import tempfile
 import time
 import zipfile
@@ -126,14 +127,43 @@ def iter_arrays(path: str, expected: Mapping[str, tuple[int, ...]] | None = None
 def _open_zip(path: str, block_size: int) -> Iterator[zipfile.ZipFile]:
   """The `.npz` as a zip. Remote files read ahead `block_size` bytes per request (local files ignore it):
   numpy reads members in 256 KiB pieces, which would otherwise each cost a round trip."""
-  with fsspec.open(path, "rb", cache_type="readahead", block_size=block_size) as f:
+  fs, fs_path = fsspec.core.url_to_fs(path)
+  if not fs.exists(fs_path):
+    raise FileNotFoundError(f"checkpoint {path} not found; pass the .npz written by download or finetune")
+  with fs.open(fs_path, "rb", cache_type="readahead", block_size=block_size) as f:
     try:
       zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-      raise CheckpointError(f"{path} is not a readable .npz ({e}): the file is corrupt or truncated; "
-                            "download it again") from e
+      raise CheckpointError(f"{path} is not a readable .npz ({e}){_where_cut(f)}: the file is corrupt or "
+                            "truncated; download it again") from e
     with zf:
       yield zf
+
+
+def _where_cut(f) -> str:
+  """For a zip whose directory (at the end) is gone: the array the file ends in, from the members' own
+  headers at the front of each (np.savez writes their sizes there). Empty when that cannot be told."""
+  f.seek(0, os.SEEK_END)
+  size, pos, last = f.tell(), 0, None
+  while pos + 30 <= size:
+    f.seek(pos)
+    head = f.read(30)
+    if head[:4] == b"PK\x01\x02" and last:  # the directory that follows the last member
+      return f"; every array up to {last!r} is complete, the zip directory after it is cut"
+    if head[:4] != b"PK\x03\x04":
+      break
+    flags, csize, name_len, extra_len = struct.unpack("<H10xI4xHH", head[6:30])
+    name = f.read(name_len).decode(errors="replace").removesuffix(".npy")
+    extra = f.read(extra_len)
+    if csize == 0xFFFFFFFF and extra[:2] == b"\x01\x00":  # zip64: sizes in the extra field
+      csize = struct.unpack("<Q", extra[12:20])[0]
+    if flags & 0x08:  # sizes follow the data: cannot walk further
+      break
+    pos += 30 + name_len + extra_len + csize
+    if pos > size:
+      return f"; it ends inside array {name!r}" + (f", after {last!r}" if last else "")
+    last = name
+  return ""
 
 
 def _member_names(zf: zipfile.ZipFile, path: str) -> dict[str, str]:
@@ -234,12 +264,20 @@ def save(params: Mapping[str, Any], path: str, dtype: str | np.dtype | None = No
   None keeps each array's dtype. bf16 is stored as numpy stores it (2-byte void), as big_vision reads it.
   """
   path = str(path)
-  cast = None if dtype is None else _DTYPES.get(str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype)
-  if dtype is not None and cast is None:
-    raise ValueError(f"cannot save as dtype {dtype!r}; use one of {', '.join(_DTYPES)} (or None to keep it)")
+  cast = None if dtype is None else _float_dtype(dtype)
   flat = flatten_params(params)
   write_atomic(path, lambda f: _write_npz(f, flat, cast, path))
   return path
+
+
+def _float_dtype(dtype) -> np.dtype:
+  try:
+    cast = np.dtype(dtype)  # "bfloat16", np.float16, jnp.bfloat16, ...
+  except TypeError:
+    cast = None
+  if cast not in _DTYPES.values():
+    raise ValueError(f"cannot save as dtype {dtype!r}; use one of {', '.join(_DTYPES)} (or None to keep it)")
+  return cast
 
 
 def write_atomic(path: str, write: Callable[[Any], None]) -> None:
@@ -254,7 +292,7 @@ def write_atomic(path: str, write: Callable[[Any], None]) -> None:
     fs, fs_path = fsspec.core.url_to_fs(path)
     tmp = f"{fs_path}.tmp-{os.getpid()}"
     try:
-      with fs.open(tmp, "wb") as f:
+      with fs.open(tmp, "wb", block_size=_DATA_BLOCK) as f:  # upload in large chunks
         write(f)
       fs.copy(tmp, fs_path)
     finally:

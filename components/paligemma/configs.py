@@ -8,6 +8,8 @@ Numbers: ../shared/reference/PALIGEMMA.md §2 (read from big_vision's gemma.py a
 """
 import re
 
+import jax
+
 PALIGEMMA_VOCAB = 257_152  # 256000 Gemma pieces + 1024 <locNNNN> + 128 <segNNN>.
 
 # Fields every llm variant defines; `Model(llm=...)` accepts exactly these plus `variant`.
@@ -101,7 +103,11 @@ def _resolve(cfg: dict, variants: dict, tower: str) -> dict:
   unknown = sorted(set(cfg) - set(base))
   if unknown:
     raise ValueError(f"model_cfg[{tower!r}] has unknown keys {unknown}; allowed: variant, {', '.join(sorted(base))}.")
-  return {"variant": variant, **base, **cfg}
+  cfg = {"variant": variant, **base, **cfg}
+  if cfg["remat_policy"] != "none" and not hasattr(jax.checkpoint_policies, cfg["remat_policy"]):
+    raise ValueError(f"{tower}.remat_policy={cfg['remat_policy']!r} is neither 'none' nor a jax.checkpoint_policies "
+                     "name (e.g. 'nothing_saveable', 'dots_saveable').")
+  return cfg
 
 
 def resolve_llm(llm_cfg: dict) -> dict:

@@ -204,9 +204,6 @@ class Gemma(nn.Module):
     self.embedder = Embedder(self.vocab_size, self.width, self.dtype)
     block = Block
     if self.remat_policy != "none":
-      if not hasattr(jax.checkpoint_policies, self.remat_policy):
-        raise ValueError(f"llm.remat_policy={self.remat_policy!r} is not 'none' nor a jax.checkpoint_policies name "
-                         "(e.g. 'nothing_saveable', 'dots_saveable').")
       block = nn.remat(Block, prevent_cse=False, static_argnums=(6, 7),  # 0=self, 6=mode, 7=deterministic.
                        policy=getattr(jax.checkpoint_policies, self.remat_policy))
     # scan=False unrolls the loop for XLA but keeps the stacked (checkpoint) parameter layout.

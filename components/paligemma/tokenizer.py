@@ -76,6 +76,7 @@ class Tokenizer:
                        "use PaliGemma's tokenizer or one made by train_small_tokenizer")
     self._loc0 = self._contiguous_ids(loc_piece, NUM_LOC)
     self._seg0 = self._contiguous_ids(seg_piece, NUM_SEG)
+    self._sep = self.encode(SEPARATOR)  # a constant, encoded once (big_vision memoizes it too)
 
   def _contiguous_ids(self, piece_fn, count: int) -> int | None:
     """Id of piece 0 when all `count` pieces exist with consecutive ids; None when the set is absent."""
@@ -112,13 +113,13 @@ class Tokenizer:
       return int(token_id) - self._loc0
     return None
 
-  def encode(self, text: str) -> list[int]:
-    """sentencepiece ids of text, without bos or eos."""
-    return self._sp.EncodeAsIds(text)
+  def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
+    """sentencepiece ids of text, with bos/eos only when asked (big_vision's `to_int`)."""
+    return [self.bos_id] * bos + self._sp.EncodeAsIds(text) + [self.eos_id] * eos
 
   def encode_train(self, prefix: str, suffix: str, text_len: int) -> dict:
     """One training example: int32 `text/mask_ar/mask_loss` [text_len+1] and `truncated`."""
-    parts = ([self.bos_id] + self.encode(prefix), self.encode(SEPARATOR), self.encode(suffix) + [self.eos_id])
+    parts = (self.encode(prefix, bos=True), self._sep, self.encode(suffix, eos=True))
     text, mask_ar, mask_loss = _masked_concat(parts, mask_ar=(0, 0, 1), mask_loss=(0, 0, 1))
     length = text_len + 1  # the trainer feeds text[:-1] and predicts text[1:]
     return {"text": _tolen(text, length, 0), "mask_ar": _tolen(mask_ar, length, 1),
@@ -130,7 +131,7 @@ class Tokenizer:
     big_vision's eval pp pads mask_ar with 1; we pad with 0 (all of mask_ar is 0). Both are the same to
     the model: decoding drops padding by `mask_input`, so padded mask_ar values are never read.
     """
-    parts = ([self.bos_id] + self.encode(prefix), self.encode(SEPARATOR))
+    parts = (self.encode(prefix, bos=True), self._sep)
     text, mask_ar, mask_input = _masked_concat(parts, mask_ar=(0, 0), mask_input=(1, 1))
     return {"text": _tolen(text, text_len, 0), "mask_ar": _tolen(mask_ar, text_len, 0),
             "mask_input": _tolen(mask_input, text_len, 0), "truncated": len(text) > text_len}

@@ -149,6 +149,11 @@ def test_records_hold_the_written_images(tmp_path, imgs):
   image = Image.open(io.BytesIO(record["image"]))
   assert image.mode == "RGB" and image.size == (64, 48)
   assert record["prefix"] == "caption en" and record["suffix"] == "hello" and record["image_path"] == "images/a.jpg"
+  # The trainer reads the shards through grain's ArrayRecord source.
+  grain = pytest.importorskip("grain")
+  from components.convert import decode_record
+  source = grain.sources.ArrayRecordDataSource(list_shards(str(tmp_path / "out"), "train"))
+  assert len(source) == 1 and decode_record(source[0]) == record
 
 
 def test_hf_hub_name_resolved_through_the_hub_cache(tmp_path, imgs):

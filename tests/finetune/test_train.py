@@ -42,6 +42,7 @@ def reference(tmp_path_factory, dataset_dir, tokenizer_path, cache_env):
   return workdir, proc.stdout
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_and_writes_its_workdir(reference):
   workdir, stdout = reference
   losses = _losses(workdir)
@@ -111,6 +112,7 @@ def test_one_device_and_eight_devices_give_the_same_losses(reference, tmp_path, 
   np.testing.assert_allclose([one[s] for s in sorted(one)], [eight[s] for s in sorted(eight)], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path, dataset_dir, tokenizer_path,
                                                                         cache_env):
   workdir = tmp_path / "nan"

@@ -167,12 +167,27 @@ def test_non_float_array_is_refused(tiny_v1, tmp_path):
   assert not (tmp_path / "ints_out.npz").exists() and len(os.listdir(tmp_path)) == 1  # no temp file left
 
 
+def test_missing_file(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nothing.npz"):
+    load_flat(tmp_path / "nothing.npz")
+
+
 def test_truncated_file(tiny_v1, tmp_path):
-  path, _ = tiny_v1
+  path, flat = tiny_v1
   data = pathlib.Path(path).read_bytes()
   cut = tmp_path / "cut.npz"
   cut.write_bytes(data[:len(data) // 2])
   with pytest.raises(CheckpointError, match="cut.npz.*corrupt or truncated"):
+    load_flat(cut)
+  # The error names the array the file ends in, found from the members' own headers.
+  names = list(flat)
+  save(flat, tmp_path / "whole.npz")
+  whole = (tmp_path / "whole.npz").read_bytes()
+  with zipfile.ZipFile(tmp_path / "whole.npz") as zf:
+    inside = zf.getinfo("llm/embedder/input_embedding.npy").header_offset + 5000
+  cut.write_bytes(whole[:inside])
+  before = names[names.index("llm/embedder/input_embedding") - 1]
+  with pytest.raises(CheckpointError, match=f"ends inside array 'llm/embedder/input_embedding', after '{before}'"):
     load_flat(cut)
 
 
@@ -212,9 +227,15 @@ def test_compressed_npz_loads(tiny_v1, tmp_path):
   assert all(same_bits(back[k], flat[k]) for k in flat)
 
 
-def test_bad_dtype_argument(tiny_v1, tmp_path):
-  with pytest.raises(ValueError, match="int8"):
-    save(tiny_v1[1], tmp_path / "x.npz", dtype="int8")
+def test_dtype_argument(tiny_v1, tmp_path):
+  _, flat = tiny_v1
+  for spelling in (np.float16, "float16", BF16, "bfloat16"):
+    save(flat, tmp_path / "x.npz", dtype=spelling)
+    assert load_flat(tmp_path / "x.npz")["img/head/bias"].dtype == np.dtype(spelling)
+  for bad in ("int8", "bf16", np.float64):
+    with pytest.raises(ValueError, match="cannot save as dtype"):
+      save(flat, tmp_path / "y.npz", dtype=bad)
+  assert not (tmp_path / "y.npz").exists()
 
 
 def test_param_shapes_match_released_counts():

@@ -52,6 +52,12 @@ def test_round_trip(tok, text):
   assert tok.decode(ids) == text
 
 
+def test_encode_bos_eos(tok):
+  ids = tok.encode("a cat")
+  assert tok.encode("a cat", bos=True, eos=True) == [BOS_ID, *ids, EOS_ID]
+  assert tok.encode("a cat", eos=True) == [*ids, EOS_ID] and BOS_ID not in ids and EOS_ID not in ids
+
+
 def test_decode_stops_at_eos_and_drops_pad_bos(tok):
   ids = [BOS_ID] + tok.encode("a red circle") + [EOS_ID] + tok.encode("junk") + [PAD_ID] * 3
   assert tok.decode(ids) == "a red circle"

@@ -1,0 +1,69 @@
+"""python -m components.export --checkpoint CKPT --format {npz,hf} --output URI [--dtype ...] [--register]"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from components.export.core import DTYPES, FORMATS, ExportConfig, export
+
+EPILOG = """examples:
+  python -m components.export --checkpoint runs/7 --which best --format hf --dtype bfloat16 --output gs://b/models/7
+  python -m components.export --checkpoint models/pg2/paligemma2-3b-pt-224.b16.npz --format npz --output out/
+  python -m components.export --checkpoint runs/7 --format hf --output gs://b/models/7 --register --dry-run
+
+Credentials (gs://, Vertex AI) come from application-default credentials, never from flags."""
+
+
+def _labels(text: str) -> dict:
+  labels = {}
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise argparse.ArgumentTypeError(f"--labels item {item!r} is not KEY=VALUE")
+    labels[key] = value
+  return labels
+
+
+def parse_args(argv: list[str] | None = None) -> ExportConfig:
+  p = argparse.ArgumentParser(prog="python -m components.export", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="Export a fine-tuned PaliGemma (finetune workdir or .npz) as a big_vision "
+                                          ".npz or a transformers checkpoint, atomically, with manifest.json.")
+  p.add_argument("--checkpoint", required=True, help="finetune workdir, or an .npz with model.json and "
+                 "tokenizer.model beside it (local or gs://)")
+  p.add_argument("--format", required=True, choices=FORMATS, help="npz: big_vision layout; hf: transformers "
+                 "PaliGemmaForConditionalGeneration + PaliGemmaProcessor files")
+  p.add_argument("--output", required=True, help="output directory, local or gs:// (replaced atomically)")
+  p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="cast the weights (default: keep the source's)")
+  p.add_argument("--which", default="latest", help="workdir checkpoint: latest, best or a step (default latest)")
+  p.add_argument("--metrics", default=None, help="an evaluation's metrics.json to record in the manifest")
+  g = p.add_argument_group("Vertex AI Model Registry")
+  g.add_argument("--register", action="store_true", help="upload the export to Vertex AI Model Registry")
+  g.add_argument("--dry-run", action="store_true", help="print the registry request instead of sending it")
+  g.add_argument("--display-name", default=None, help="registry display name (default paligemma-<output name>)")
+  g.add_argument("--serving-container", default=None, help="serving image (default for hf: Vertex AI's "
+                 "Hugging Face inference container; required for npz)")
+  g.add_argument("--labels", type=_labels, default={}, help="extra labels, KEY=VALUE,KEY=VALUE")
+  g.add_argument("--project", default=None, help="Google Cloud project (default $GOOGLE_CLOUD_PROJECT)")
+  g.add_argument("--location", default=None, help="Vertex AI region (default $GOOGLE_CLOUD_REGION or us-central1)")
+  a = p.parse_args(argv)
+  return ExportConfig(checkpoint=a.checkpoint, format=a.format, output=a.output, dtype=a.dtype, which=a.which,
+                      metrics=a.metrics, register=a.register, dry_run=a.dry_run, display_name=a.display_name,
+                      serving_container=a.serving_container, labels=a.labels, project=a.project,
+                      location=a.location)
+
+
+def main(argv: list[str] | None = None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  cfg = parse_args(argv)
+  try:
+    export(cfg)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"export failed: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,48 @@
+"""The export step as a KFP component: a typed signature whose body calls the same core as the CLI.
+
+`export_model` reads the fine-tuned model artifact (a finetune workdir, or a model directory's .npz via
+`checkpoint_file`) and writes the export to its `exported` output artifact (gs:// on Vertex AI, so that
+`register` can hand that URI to the Model Registry), recording format and manifest in the metadata.
+(No `from __future__ import annotations` here: KFP reads the annotations as types.)
+"""
+import json
+
+from kfp import dsl
+from kfp.dsl import Input, Model, Output
+
+from pipelines.images import image_uri
+
+
+def run_export(checkpoint_uri: str, export_format: str, output_uri: str, dtype: str = "", which: str = "latest",
+               metrics_uri: str = "", register: bool = False, dry_run: bool = False, display_name: str = "",
+               serving_container: str = "", labels: str = "") -> str:
+  """Runs the export with KFP-friendly scalar arguments ("" = default); returns the manifest as JSON."""
+  from components.export.__main__ import _labels
+  from components.export.core import ExportConfig, export
+
+  manifest = export(ExportConfig(
+      checkpoint=checkpoint_uri, format=export_format, output=output_uri, dtype=dtype or None, which=which,
+      metrics=metrics_uri or None, register=register, dry_run=dry_run, display_name=display_name or None,
+      serving_container=serving_container or None, labels=_labels(labels)))
+  return json.dumps(manifest)
+
+
+def _export_model(model: Input[Model], export_format: str, exported: Output[Model], checkpoint_file: str = "",
+                  dtype: str = "", which: str = "latest", register: bool = False, dry_run: bool = False,
+                  display_name: str = "", serving_container: str = "", labels: str = "") -> str:
+  """A finetune workdir (or `checkpoint_file`, an .npz inside a model directory) -> npz or hf export."""
+  import json
+
+  from components.export.component import run_export
+
+  checkpoint = f"{model.path.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model.path
+  manifest = run_export(checkpoint, export_format, exported.uri, dtype=dtype, which=which, register=register,
+                        dry_run=dry_run, display_name=display_name, serving_container=serving_container,
+                        labels=labels)
+  summary = json.loads(manifest)
+  exported.metadata.update({"format": export_format, "dtype": summary["dtype"], "files": len(summary["files"]),
+                            "package_version": summary["package"]["version"]})
+  return manifest
+
+
+export_model = dsl.component(_export_model, base_image=image_uri("cpu"), install_kfp_package=False)

@@ -1,0 +1,234 @@
+"""The export step: a finetune workdir or a big_vision `.npz` -> a big_vision `.npz` or a transformers
+checkpoint, local or gs://, written atomically with a manifest; optionally registered in Vertex AI.
+
+    export(ExportConfig(checkpoint="gs://b/runs/7", format="hf", output="gs://b/models/7", dtype="bfloat16"))
+
+Output directory:
+  npz: model.npz, model.json (the model_cfg, "name", "checkpoint"), tokenizer.model, manifest.json:
+       a model directory (docs/ARCHITECTURE.md) that finetune, evaluate and export read again.
+  hf:  config.json, generation_config.json, model*.safetensors, tokenizer.json, tokenizer_config.json,
+       tokenizer.model, processor_config.json, preprocessor_config.json, manifest.json.
+manifest.json: format, dtype, package version, source (checkpoint, kind, which, sha256 of its config and
+of the dataset's split files where known), model_cfg, metrics (training: the last metrics.jsonl values;
+evaluation: the given metrics file), and every file's size and sha256.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import logging
+import pathlib
+from typing import Any
+
+import fsspec
+import ml_dtypes
+import numpy as np
+
+from components import paligemma
+from components.export import publish, registry
+from components.paligemma import configs
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("npz", "hf")
+DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
+NPZ_NAME = "model.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  checkpoint: str  # finetune workdir or .npz (model.json and tokenizer.model beside it)
+  format: str  # "npz" or "hf"
+  output: str  # directory: local path or gs://
+  dtype: str | None = None  # None keeps the source's dtypes
+  which: str = "latest"  # workdir checkpoint: "latest", "best" or a step
+  metrics: str | None = None  # an evaluation's metrics.json to record in the manifest
+  register: bool = False
+  dry_run: bool = False  # print the registry request instead of sending it
+  display_name: str | None = None
+  serving_container: str | None = None
+  labels: dict = dataclasses.field(default_factory=dict)
+  project: str | None = None
+  location: str | None = None
+
+
+@dataclasses.dataclass
+class _Source:
+  params: dict
+  model_cfg: dict
+  tokenizer: str
+  name: str  # model.json's "name"
+  info: dict  # for the manifest
+  metrics: dict | None
+
+
+def export(cfg: ExportConfig) -> dict:
+  """Runs the export; returns the manifest (plus "registry": the request or resource name when registering)."""
+  if cfg.format not in FORMATS:
+    raise ValueError(f"--format {cfg.format!r}; choose one of {FORMATS}")
+  if cfg.dtype is not None and cfg.dtype not in DTYPES:
+    raise ValueError(f"--dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+  request = _registry_request(cfg) if cfg.register else None  # a bad request fails before the slow part
+  evaluation = _read_evaluation(cfg.metrics)
+  source = _load_source(cfg.checkpoint, cfg.which)
+  if cfg.dtype is not None:
+    _cast_leaves(source.params, DTYPES[cfg.dtype])
+  with publish.atomic_directory(cfg.output) as staging:
+    if cfg.format == "npz":
+      _write_npz(source, staging)
+    else:
+      _write_hf(source, staging)
+    manifest = _manifest(cfg, source, evaluation, staging)
+    (staging / publish.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+  log.info("exported %s as %s to %s", cfg.checkpoint, cfg.format, cfg.output)
+  if request is not None:
+    manifest = {**manifest, "registry": registry.register(request, dry_run=cfg.dry_run)}
+  return manifest
+
+
+def _registry_request(cfg: ExportConfig) -> dict:
+  if not cfg.dry_run and not cfg.output.startswith("gs://"):
+    raise ValueError(f"--register uploads to Vertex AI Model Registry, which reads gs:// only; --output "
+                     f"{cfg.output} is not (use --dry-run to only print the request)")
+  name = pathlib.PurePosixPath(cfg.output.rstrip("/")).name
+  return registry.upload_request(
+      artifact_uri=cfg.output, export_format=cfg.format, display_name=cfg.display_name or f"paligemma-{name}",
+      serving_container=cfg.serving_container, description=f"PaliGemma exported from {cfg.checkpoint}",
+      labels={"format": cfg.format, "dtype": cfg.dtype or "source", "package-version": _version(), **cfg.labels},
+      project=cfg.project, location=cfg.location)
+
+
+def _version() -> str:
+  return importlib.metadata.version("paligemma-pipelines")
+
+
+def _read_evaluation(path: str | None) -> dict | None:
+  if not path:
+    return None
+  data = _read(path)
+  if data is None:
+    raise FileNotFoundError(f"--metrics {path} not found (an evaluation directory's metrics.json)")
+  return json.loads(data)
+
+
+# ---------------------------------------------------------------------------------------------- source
+def _read(path: str) -> bytes | None:
+  fs, fs_path = fsspec.core.url_to_fs(path)
+  if not fs.exists(fs_path):
+    return None
+  with fs.open(fs_path, "rb") as f:
+    return f.read()
+
+
+def _join(directory: str, name: str) -> str:
+  return f"{directory.rstrip('/')}/{name}"
+
+
+def _parent(path: str) -> str:
+  return path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "."
+
+
+def _load_source(checkpoint: str, which: str) -> _Source:
+  directory = _parent(checkpoint) if checkpoint.endswith(".npz") else checkpoint.rstrip("/")
+  model_json = _read(_join(directory, "model.json"))
+  if model_json is None:
+    raise FileNotFoundError(f"{_join(directory, 'model.json')} not found: --checkpoint must be a finetune workdir "
+                            "or an .npz inside a model directory (model.json and tokenizer.model beside it)")
+  tokenizer = _join(directory, "tokenizer.model")
+  if _read(tokenizer) is None:
+    raise FileNotFoundError(f"{tokenizer} not found: the export ships the tokenizer the model was trained with")
+  name = json.loads(model_json).get("name") or "paligemma"
+  if checkpoint.endswith(".npz"):
+    model_cfg = {k: v for k, v in json.loads(model_json).items() if k in ("llm", "img")}
+    params = paligemma.load(checkpoint, model_cfg)  # stored dtypes kept: an npz export is bit-identical
+    upstream = json.loads(_read(_join(directory, "manifest.json")) or b"{}")
+    info = {"checkpoint": checkpoint, "kind": "npz",
+            "sha256": upstream.get("files", {}).get(checkpoint.rsplit("/", 1)[-1], {}).get("sha256")}
+    return _Source(params, model_cfg, tokenizer, name, info, None)
+
+  from components.finetune import load_trained_params  # imported here: the trainer pulls in orbax and optax
+
+  params, model_cfg = load_trained_params(checkpoint, which)
+  config = _read(_join(directory, "config.json"))
+  info = {"checkpoint": checkpoint, "kind": "workdir", "which": which,
+          "config_sha256": None if config is None else hashlib.sha256(config).hexdigest(),
+          "dataset": _dataset_info(json.loads(config).get("data_dir") if config else None)}
+  return _Source(params, model_cfg, tokenizer, name, info, _last_metrics(_join(directory, "metrics.jsonl")))
+
+
+def _dataset_info(data_dir: str | None) -> dict | None:
+  """sha256 of the dataset's split files, which name every image and label it was trained on."""
+  if not data_dir:
+    return None
+  files = {}
+  for split in ("train", "valid", "test"):
+    data = _read(_join(data_dir, f"{split}.jsonl"))
+    if data is not None:
+      files[f"{split}.jsonl"] = hashlib.sha256(data).hexdigest()
+  return {"uri": data_dir, "sha256": files or None}
+
+
+def _last_metrics(path: str) -> dict | None:
+  data = _read(path)
+  if not data:
+    return None
+  last: dict[str, Any] = {}
+  for line in data.decode().splitlines():
+    if line.strip():
+      last.update(json.loads(line))
+  return last
+
+
+def _cast_leaves(tree: dict, dtype: np.dtype) -> None:
+  """Casts in place, one leaf at a time, so the model is never held twice."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      _cast_leaves(value, dtype)
+    else:
+      tree[key] = np.asarray(value).astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _copy_tokenizer(source: _Source, path: pathlib.Path) -> None:
+  path.write_bytes(_read(source.tokenizer))
+
+
+def _write_npz(source: _Source, staging: pathlib.Path) -> None:
+  paligemma.save(source.params, str(staging / NPZ_NAME))
+  model_json = {**source.model_cfg, "name": source.name, "checkpoint": NPZ_NAME}
+  (staging / "model.json").write_text(json.dumps(model_json, indent=2, sort_keys=True) + "\n")
+  _copy_tokenizer(source, staging / "tokenizer.model")
+
+
+def _write_hf(source: _Source, staging: pathlib.Path) -> None:
+  from components.export.processor import write_processor
+
+  paligemma.to_hf(source.params, source.model_cfg, staging)
+  tokenizer = staging / "tokenizer.model"
+  _copy_tokenizer(source, tokenizer)
+  write_processor(tokenizer, staging, image_size=configs.image_size(source.model_cfg),
+                  num_image_tokens=configs.num_image_tokens(source.model_cfg))
+
+
+def _sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 24):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _manifest(cfg: ExportConfig, source: _Source, evaluation: dict | None, staging: pathlib.Path) -> dict:
+  files = {str(p.relative_to(staging)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+           for p in sorted(staging.rglob("*")) if p.is_file() and p.name != publish.MANIFEST}
+  return {
+      "format": cfg.format, "dtype": cfg.dtype or "source",
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "package": {"name": "paligemma-pipelines", "version": _version()},
+      "source": source.info, "model_cfg": source.model_cfg,
+      "metrics": {"training": source.metrics, "evaluation": evaluation},
+      "files": files,
+  }

@@ -1,0 +1,166 @@
+"""Decoding: big_vision's greedy tokens, cache == re-forward, eos, samplers, beam search, sharding."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from components.paligemma import Model, configs, decode, decode_uncached, load
+
+FIXTURES = ["tiny_v1", "tiny_mha", "tiny_v2"]
+
+
+def fixture(bigvision_fixtures, name, **llm_overrides):
+  cfg = configs.model_config(name.replace("_", "-"))
+  cfg["llm"].update(llm_overrides)
+  params = load(str(bigvision_fixtures / f"{name}.params.npz"), cfg)
+  io = np.load(bigvision_fixtures / f"{name}.io.npz")
+  batch = {"image": io["image"], "text": io["dec_text"], "mask_input": io["dec_mask_input"],
+           "mask_ar": np.zeros_like(io["dec_text"])}
+  return Model(**cfg), params, batch, io
+
+
+def mixed_prompts(io, lengths, seed=0):
+  """Right-padded prompts of the given lengths (bos first), one per fixture image in turn."""
+  rng = np.random.default_rng(seed)
+  text = np.zeros((len(lengths), max(lengths) + 1), np.int32)
+  for row, n in enumerate(lengths):
+    text[row, :n] = [2, *rng.integers(3, 300, n - 1)]
+  return {"image": io["image"][np.arange(len(lengths)) % 2], "text": text,
+          "mask_input": (text != 0).astype(np.int32), "mask_ar": np.zeros_like(text)}
+
+
+def cut_at_eos(tokens, eos):
+  out = np.array(tokens)
+  for row in out:
+    hits = np.flatnonzero(row == eos)
+    if hits.size:
+      row[hits[0] + 1:] = 0
+  return out
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_greedy_matches_big_vision(bigvision_fixtures, name):
+  model, params, batch, io = fixture(bigvision_fixtures, name)
+  tokens = decode(model, params, batch, max_decode_len=5)
+  assert tokens.dtype == jnp.int32 and tokens.shape == (2, 5)
+  np.testing.assert_array_equal(tokens, io["dec_tokens"])
+
+
+@pytest.mark.parametrize("name, cache_dtype", [("tiny_v2", "float32"), ("tiny_v1", "bfloat16")])
+def test_cached_equals_naive_reforward_with_mixed_prompt_lengths(bigvision_fixtures, name, cache_dtype):
+  model, params, _, io = fixture(bigvision_fixtures, name, cache_dtype=cache_dtype)
+  batch = mixed_prompts(io, [2, 7, 4])
+  cached = decode(model, params, batch, max_decode_len=8)
+  naive = decode_uncached(model, params, batch, max_decode_len=8)
+  np.testing.assert_array_equal(cached, naive)
+  assert (np.asarray(cached) != 0).all()  # eos 1 never came: all 8 steps were compared
+
+
+def test_prefill_and_extend_logits_equal_the_forward_pass(bigvision_fixtures):
+  """First token from uncapped prefill logits, later ones from soft-capped logits (big_vision's decoding)."""
+  model, params, batch, io = fixture(bigvision_fixtures, "tiny_v2", cache_dtype="float32")
+  batch = mixed_prompts(io, [3, 5])
+  v = {"params": params}
+  logits0, cache = model.apply(v, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"],
+                               cache_size=16 + 6 + 2, method=model.prefill)
+  token = jnp.argmax(logits0, -1)
+  logits1, _ = model.apply(v, token, cache, method=model.extend)
+
+  lengths = batch["mask_input"].sum(1)
+  text = np.array(batch["text"])
+  text[np.arange(2), lengths] = token
+  mask_ar = np.where(np.arange(6) < lengths[:, None], 0, 1)
+  full, _ = model.apply(v, batch["image"], text, mask_ar)
+  np.testing.assert_allclose(logits0, full[np.arange(2), lengths - 1], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(logits1, 30 * jnp.tanh(full[np.arange(2), lengths] / 30), atol=1e-5, rtol=0)
+
+  tokens, logprobs = decode(model, params, batch, max_decode_len=2, return_logprobs=True)
+  np.testing.assert_array_equal(tokens[:, 0], token)
+  expected = [jax.nn.log_softmax(l)[np.arange(2), t] for l, t in ((logits0, tokens[:, 0]), (logits1, tokens[:, 1]))]
+  np.testing.assert_allclose(logprobs, np.stack(expected, 1), atol=1e-5, rtol=0)
+
+
+def test_eos_cuts_each_row_and_stops(bigvision_fixtures):
+  model, params, batch, _ = fixture(bigvision_fixtures, "tiny_v2")
+  free, free_logp = decode(model, params, batch, max_decode_len=5, return_logprobs=True)
+  eos = int(free[0, 2])  # pretend row 0's third token is eos
+  tokens, logprobs = decode(model, params, batch, max_decode_len=5, eos_token=eos, return_logprobs=True)
+  expected = cut_at_eos(free, eos)
+  np.testing.assert_array_equal(tokens, expected)
+  assert (np.asarray(tokens)[0, 3:] == 0).all()
+  np.testing.assert_allclose(logprobs, np.where(expected != 0, free_logp, 0), atol=1e-6)
+
+  first = free[:, 0]  # both rows' first token as eos: both stop at once
+  if first[0] == first[1]:
+    np.testing.assert_array_equal(decode(model, params, batch, max_decode_len=5, eos_token=int(first[0]))[:, 1:], 0)
+
+
+@pytest.mark.parametrize("name", ["tiny_v1", "tiny_v2"])
+def test_beam_1_is_greedy(bigvision_fixtures, name):
+  model, params, batch, io = fixture(bigvision_fixtures, name)
+  greedy, greedy_logp = decode(model, params, batch, max_decode_len=5, return_logprobs=True)
+  beam, beam_logp = decode(model, params, batch, max_decode_len=5, sampler="beam:1", return_logprobs=True)
+  np.testing.assert_array_equal(beam, greedy)
+  np.testing.assert_allclose(beam_logp, greedy_logp, atol=1e-5)
+
+
+def test_beam_as_wide_as_the_vocabulary_finds_the_best_sequence(bigvision_fixtures):
+  """Two steps, 300 beams = exhaustive: the result must score max over [eos] and every (t1 != eos, t2)."""
+  model, params, batch, _ = fixture(bigvision_fixtures, "tiny_v2")
+  vocab, eos = 300, 1
+  tokens, logprobs = decode(model, params, batch, max_decode_len=2, sampler="beam:300", return_logprobs=True)
+
+  v = {"params": params}
+  logits0, cache = model.apply(v, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"],
+                               cache_size=16 + 6 + 2, method=model.prefill)
+  for row in range(2):
+    lp0 = jax.nn.log_softmax(logits0[row])
+    row_cache = jax.tree.map(lambda x: jnp.repeat(x[row:row + 1], vocab, axis=0), cache)
+    logits1, _ = model.apply(v, jnp.arange(vocab), row_cache, method=model.extend)
+    scores = lp0[:, None] + jax.nn.log_softmax(logits1)  # [t1, t2]
+    best = max(float(lp0[eos]), float(jnp.where(jnp.arange(vocab)[:, None] == eos, -jnp.inf, scores).max()))
+    np.testing.assert_allclose(float(logprobs[row].sum()), best, atol=1e-5)
+    t1, t2 = (int(t) for t in tokens[row])
+    own = float(lp0[eos]) if t1 == eos else float(scores[t1, t2])
+    np.testing.assert_allclose(own, best, atol=1e-5)
+    if t1 == eos:
+      assert t2 == 0
+
+
+def test_sampling_is_reproducible_and_seeded(bigvision_fixtures):
+  model, params, batch, _ = fixture(bigvision_fixtures, "tiny_v2")
+  for sampler in ("temperature:1.0", "nucleus:0.9"):
+    a = decode(model, params, batch, max_decode_len=5, sampler=sampler, rng=jax.random.PRNGKey(3))
+    b = decode(model, params, batch, max_decode_len=5, sampler=sampler, rng=jax.random.PRNGKey(3))
+    c = decode(model, params, batch, max_decode_len=5, sampler=sampler, rng=jax.random.PRNGKey(4))
+    np.testing.assert_array_equal(a, b)
+    assert (np.asarray(a) != np.asarray(c)).any(), sampler  # near-uniform tiny model: seeds differ
+
+
+def test_cold_temperature_and_tiny_nucleus_are_greedy(bigvision_fixtures):
+  model, params, batch, io = fixture(bigvision_fixtures, "tiny_v2")
+  for sampler in ("temperature:1e-6", "nucleus:1e-9"):
+    np.testing.assert_array_equal(decode(model, params, batch, max_decode_len=5, sampler=sampler),
+                                  io["dec_tokens"])
+
+
+@pytest.mark.parametrize("sampler", ["top_k:3", "beam:0", "beam:1.5", "temperature:0", "nucleus:2", "greedy:1"])
+def test_bad_sampler_fails_clearly(bigvision_fixtures, sampler):
+  model, params, batch, _ = fixture(bigvision_fixtures, "tiny_v1")
+  with pytest.raises(ValueError, match="expected one of greedy, temperature:T, nucleus:P, beam:N"):
+    decode(model, params, batch, max_decode_len=5, sampler=sampler)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["greedy", "beam:2", "temperature:1.0"])
+def test_eight_devices_give_the_same_tokens_as_one(bigvision_fixtures, sampler):
+  model, params, _, io = fixture(bigvision_fixtures, "tiny_v2")
+  batch = mixed_prompts(io, [2, 6, 3, 5, 4, 7, 2, 6], seed=1)
+  one = decode(model, params, batch, max_decode_len=6, sampler=sampler, return_logprobs=True)
+  mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+  sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+  eight = decode(model, params, sharded, max_decode_len=6, sampler=sampler, return_logprobs=True)
+  assert len(eight[0].sharding.device_set) == 8
+  np.testing.assert_array_equal(eight[0], one[0])
+  np.testing.assert_allclose(eight[1], one[1], atol=1e-5)
