@@ -64,8 +64,8 @@ def gate_and_promote(ops, *, task, base_evaluation, tuned_evaluation, tuned_mode
                       min_improvement=min_improvement)
   decision.set_display_name("gate: beats the champion?")
   with dsl.If(decision.outputs["passed"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
-    exported = light(ops.export(tuned_model=tuned_model, export_uri=export_uri, export_format=export_format,
-                                dtype=export_dtype, register=register,
+    exported = light(ops.export(tuned_model=tuned_model, tuned_evaluation=tuned_evaluation, export_uri=export_uri,
+                                export_format=export_format, dtype=export_dtype, register=register,
                                 run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export")
     exported.set_display_name("export")
     ops.promote(exported=exported.outputs["exported"], decision=decision.outputs["decision"],
@@ -78,11 +78,10 @@ def gate_and_promote(ops, *, task, base_evaluation, tuned_evaluation, tuned_mode
 def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
   """The pipeline function for target `where`, its steps in `registry`'s image of the target's flavor."""
   ops = steps.make_components(images.image_uri(where.image_flavor, registry))
-  finetune_op, evaluate_op, evaluate_against_op = ops.finetune, ops.evaluate, ops.evaluate_against
+  finetune_op, evaluate_op = ops.finetune, ops.evaluate
   if where.platform == "vertex":
     finetune_op = _vertex_custom_job(ops.finetune, where)
     evaluate_op = _vertex_custom_job(ops.evaluate, where.single_host())
-    evaluate_against_op = _vertex_custom_job(ops.evaluate_against, where.single_host())
 
   def heavy(task):
     if where.platform == "kfp":
@@ -104,10 +103,11 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       model: str = "paligemma2-3b-pt-224",
       model_source: str = "",
       tokenizer: str = "",
+      model_dtype: str = "bfloat16",
       dataset_format: str = "coco",
       task: str = "detect",
       classes: str = "",
-      splits: str = "",
+      splits: str = "train=0.8,valid=0.1,test=0.1",
       seed: int = 0,
       finetune_config: str = "notebook_attention_sgd",
       trainable: str = "",
@@ -121,6 +121,7 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       sampler: str = "greedy",
       max_decode_len: int = 0,
       eval_limit: int = 0,
+      eval_batch_size: int = 8,
       champion_uri: str = "",
       min_metric: float = 0.0,
       min_improvement: float = 0.0,
@@ -132,7 +133,8 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       target: str = where.name,  # recorded with the run; the placement itself is compiled in
   ) -> Artifact:
     del target
-    download = light(ops.download(model=model, source=model_source, tokenizer=tokenizer), "download")
+    download = light(ops.download(model=model, source=model_source, tokenizer=tokenizer, dtype=model_dtype),
+                     "download")
     if where.platform == "kfp":
       kubernetes.use_secret_as_env(download, secret_name=CREDENTIALS_SECRET, optional=True,
                                    secret_key_to_env={name: name for name in CREDENTIAL_ENV})
@@ -148,11 +150,12 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
     finetune.set_display_name("finetune")
 
     evaluation = dict(dataset=convert.outputs["dataset"], task=task, split=eval_split, sampler=sampler,
-                      max_decode_len=max_decode_len, limit=eval_limit, **vertex_args(service_account))
+                      max_decode_len=max_decode_len, limit=eval_limit, batch_size=eval_batch_size,
+                      **vertex_args(service_account))
     base_eval = heavy(evaluate_op(model=download.outputs["model_dir"], **evaluation))
     base_eval.set_display_name("evaluate base model")
-    tuned_eval = heavy(evaluate_against_op(model=finetune.outputs["tuned_model"],
-                                   baseline=base_eval.outputs["evaluation"], **evaluation))
+    tuned_eval = heavy(evaluate_op(model=finetune.outputs["tuned_model"], baseline=base_eval.outputs["evaluation"],
+                                   **evaluation))
     tuned_eval.set_display_name("evaluate tuned model")
 
     decision = gate_and_promote(

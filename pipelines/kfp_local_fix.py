@@ -1,5 +1,6 @@
-"""A fix for the KFP local runner's `dsl.If`, so the local target runs the same DAG as the cloud ones.
+"""Two fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
 
+1. `dsl.If`.
 kfp 2.16's local orchestrator (`kfp.local.orchestrator.enhanced_dag_orchestrator.ConditionEvaluator`)
 substitutes channel names inside the compiled condition, e.g.
 `inputs.parameter_values['pipelinechannel--gate-passed'] == true`, and then `eval`s what is left: `inputs`
@@ -9,9 +10,15 @@ are not found at all). Vertex AI and the KFP backend evaluate these conditions a
 `install()` replaces the evaluator's one method with one that resolves each
 `inputs.parameter_values['pipelinechannel--X']` to its value and evaluates the comparison with CEL's
 literals, failing loudly (instead of silently skipping the branch) on anything it cannot read.
+
+2. Optional input artifacts (`baseline: Input[Artifact] = None`, the evaluate step's): kfp 2.16's
+`executor_input_utils.construct_executor_input` looks every declared input artifact up in the task's
+arguments and raises KeyError for an optional one that was not passed. The fix leaves such inputs out of
+the executor input, which is what the KFP backend does; the component then receives its default (None).
 """
 from __future__ import annotations
 
+import copy
 import re
 
 _CHANNEL = re.compile(r"inputs\.parameter_values\['pipelinechannel--(?P<name>[A-Za-z0-9_\-]+)'\]")
@@ -46,7 +53,26 @@ def evaluate_condition(condition: str, io_store) -> bool:
   return bool(eval(expression, {"__builtins__": {}, "int": int, "float": float, "str": str}, values))  # noqa: S307
 
 
+def _without_unpassed_optional_artifacts(construct):
+  def construct_executor_input(component_spec, arguments, *args, **kwargs):
+    artifacts = component_spec.input_definitions.artifacts
+    unpassed = [name for name, spec in artifacts.items() if spec.is_optional and name not in arguments]
+    if unpassed:
+      component_spec = copy.deepcopy(component_spec)
+      for name in unpassed:
+        del component_spec.input_definitions.artifacts[name]
+    return construct(component_spec, arguments, *args, **kwargs)
+
+  construct_executor_input.fixed_by_pipelines = True
+  return construct_executor_input
+
+
 def install() -> None:
+  """Idempotent; affects only the KFP local runner of this process."""
+  from kfp.local import executor_input_utils
   from kfp.local.orchestrator import enhanced_dag_orchestrator
 
   enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)
+  if not getattr(executor_input_utils.construct_executor_input, "fixed_by_pipelines", False):
+    executor_input_utils.construct_executor_input = _without_unpassed_optional_artifacts(
+        executor_input_utils.construct_executor_input)

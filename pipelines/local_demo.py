@@ -8,7 +8,7 @@ from components.finetune.config import defaults
 
 DEMO = dict(
     model="small-v2",         # components.paligemma.configs name; random initial weights
-    train_images=320,
+    train_images=480,
     valid_images=48,
     seed=0,
     max_decode_len=16,        # 2 objects = 2 x (4 loc + label) + " ;" = 12 tokens, then eos
@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.model_name = DEMO["model"]
   c.text_len = 24
   c.batch_size = 16
-  c.total_steps = 600
+  c.total_steps = 300
   c.trainable = "full"
   c.optimizer.name = "adamw"
   c.optimizer.lr = 1e-3

@@ -1,14 +1,9 @@
-"""What the pipeline's components do inside their container: run a step's CLI, find checkpoints, log metrics.
-
-The KFP components in `pipelines/steps.py` are thin: they build a step's command line and call `run_step`,
-so a step behaves the same in the pipeline as from a terminal (`python -m components.<step> ...`).
-"""
+"""Helpers the pipeline's own components (`pipelines/steps.py`) use inside their container."""
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,40 +22,6 @@ def run_step(step: str, args: list[str]) -> None:
     raise RuntimeError(f"step {step} failed with exit status {result.returncode} after "
                        f"{time.monotonic() - start:.0f}s; its log is above")
   print(f"[pipelines] {step} finished in {time.monotonic() - start:.0f}s", flush=True)
-
-
-def evaluate(model, dataset, *, task, split, sampler, max_decode_len, limit, evaluation, metrics, report,
-             baseline=None) -> None:
-  """The evaluate components' body: run the step, then publish its numbers and report as KFP artifacts."""
-  args = ["run", "--checkpoint", checkpoint_of(model.path), "--data", dataset.path, "--split", split,
-          "--task", task, "--output", evaluation.path]
-  if sampler:
-    args += ["--sampler", sampler]
-  if max_decode_len:
-    args += ["--max-decode-len", max_decode_len]
-  if limit:
-    args += ["--limit", limit]
-  if baseline is not None:
-    args += ["--baseline", baseline.path]
-  run_step("evaluate", args)
-  values = scalar_metrics(read_metrics(evaluation.path))
-  for name, value in values.items():
-    metrics.log_metric(name, value)
-  evaluation.metadata.update(values)
-  shutil.copyfile(report_path(evaluation.path), report.path)
-
-
-def checkpoint_of(model_dir: str) -> str:
-  """The checkpoint to hand to evaluate/export: a model directory's `.npz`, or a finetune workdir itself."""
-  model_json = os.path.join(model_dir, "model.json")
-  if os.path.exists(os.path.join(model_dir, "config.json")) or not os.path.exists(model_json):
-    return model_dir  # a finetune workdir (ARCHITECTURE.md): load_trained_params takes the directory
-  with open(model_json) as f:
-    checkpoint = json.load(f).get("checkpoint")
-  if not checkpoint:
-    raise ValueError(f"{model_json} has no \"checkpoint\" key; the model directory was not written by "
-                     "components.download")
-  return os.path.join(model_dir, checkpoint)
 
 
 def read_metrics(evaluation_dir: str) -> dict:

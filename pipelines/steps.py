@@ -1,9 +1,9 @@
-"""The pipeline's KFP components: typed signatures whose bodies build a step's command line and run it.
+"""The pipeline's KFP components, bound to a target's container image by `make_components(image)`.
 
-Each body is shipped to the container as source (KFP lightweight components), so it imports what it
-needs inside; the logic lives in the steps' own CLIs (`python -m components.<step>`, see
-docs/ARCHITECTURE.md) and in `pipelines.runtime` / `pipelines.gate`. `make_components(image)` binds them
-to the container image of a target.
+Typed signatures whose bodies build a step's command line and run it (`python -m components.<step>`,
+docs/ARCHITECTURE.md), so a step behaves the same in the pipeline as from a terminal; gate and promote
+are the pipeline's own (`pipelines.gate`, `pipelines.champion`). Each body is shipped to the container as
+source (KFP lightweight components), so it imports what it needs inside.
 
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
@@ -14,21 +14,23 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def download(model: str, source: str, tokenizer: str, model_dir: Output[Model]):
-  """Weights + tokenizer from Kaggle, GCS, the HF hub or a path -> a model directory."""
+def download(model: str, source: str, tokenizer: str, dtype: str, model_dir: Output[Model]):
+  """Weights + tokenizer from Kaggle, GCS, the HF hub or a path -> a model directory. Credentials come
+  from the environment (a mounted secret), never from parameters."""
   import json
   import os
 
   from pipelines import runtime
 
   args = ["--model", model, "--output", model_dir.path]
-  if source:
-    args += ["--source", source]
-  if tokenizer:
-    args += ["--tokenizer", tokenizer]
+  for flag, value in (("--source", source), ("--tokenizer", tokenizer), ("--dtype", dtype)):
+    if value:
+      args += [flag, value]
   runtime.run_step("download", args)
   with open(os.path.join(model_dir.path, "model.json")) as f:
-    model_dir.metadata.update({"name": json.load(f).get("name", model), "source": model})
+    model_json = json.load(f)
+  model_dir.metadata.update({"name": model_json["name"], "checkpoint": model_json["checkpoint"],
+                             "source": source or model})
 
 
 def convert(dataset_uri: str, dataset_format: str, task: str, classes: str, splits: str, seed: int,
@@ -40,7 +42,7 @@ def convert(dataset_uri: str, dataset_format: str, task: str, classes: str, spli
   from pipelines import runtime
 
   args = ["--input", dataset_uri, "--format", dataset_format, "--task", task, "--output", dataset.path,
-          "--seed", seed]
+          "--seed", seed, "--no-progress"]
   if classes:
     args += ["--classes", classes]
   if splits:
@@ -49,7 +51,7 @@ def convert(dataset_uri: str, dataset_format: str, task: str, classes: str, spli
   with open(os.path.join(dataset.path, "report.json")) as f:
     report = json.load(f)
   dataset.metadata.update({"source": dataset_uri, "format": dataset_format, "task": task,
-                           "counts": report.get("counts", {})})
+                           "counts": report.get("counts", {}), "rejected": len(report.get("rejected", []))})
 
 
 def finetune(base_model: Input[Model], dataset: Input[Dataset], config: str, trainable: str,
@@ -63,8 +65,7 @@ def finetune(base_model: Input[Model], dataset: Input[Dataset], config: str, tra
 
   with open(os.path.join(base_model.path, "model.json")) as f:
     model_name = json.load(f)["name"]
-  settings = {"data_dir": dataset.path, "checkpoint": runtime.checkpoint_of(base_model.path),
-              "model_name": model_name}
+  settings = {"data_dir": dataset.path, "checkpoint": base_model.path, "model_name": model_name}
   # 0 / "" leave the config file's value in place.
   for key, value in (("trainable", trainable), ("total_steps", total_steps), ("epochs", epochs),
                      ("batch_size", batch_size), ("optimizer.lr", lr), ("text_len", text_len)):
@@ -81,23 +82,27 @@ def finetune(base_model: Input[Model], dataset: Input[Dataset], config: str, tra
 
 
 def evaluate(model: Input[Model], dataset: Input[Dataset], task: str, split: str, sampler: str,
-             max_decode_len: int, limit: int, evaluation: Output[Artifact], metrics: Output[Metrics],
-             report: Output[HTML]):
-  """Batched decoding + task metrics + HTML report of one model."""
+             max_decode_len: int, limit: int, batch_size: int, evaluation: Output[Artifact],
+             metrics: Output[Metrics], report: Output[HTML], baseline: Input[Artifact] = None):
+  """Batched decoding + task metrics + HTML report; base vs tuned side by side when given a baseline."""
+  import os
+  import shutil
+
   from pipelines import runtime
 
-  runtime.evaluate(model, dataset, task=task, split=split, sampler=sampler, max_decode_len=max_decode_len,
-                   limit=limit, evaluation=evaluation, metrics=metrics, report=report)
-
-
-def evaluate_against(model: Input[Model], dataset: Input[Dataset], baseline: Input[Artifact], task: str,
-                     split: str, sampler: str, max_decode_len: int, limit: int, evaluation: Output[Artifact],
-                     metrics: Output[Metrics], report: Output[HTML]):
-  """`evaluate`, with the baseline's evaluation side by side in the report (base vs tuned)."""
-  from pipelines import runtime
-
-  runtime.evaluate(model, dataset, task=task, split=split, sampler=sampler, max_decode_len=max_decode_len,
-                   limit=limit, evaluation=evaluation, metrics=metrics, report=report, baseline=baseline)
+  args = ["run", "--checkpoint", model.path, "--data", dataset.path, "--split", split, "--task", task,
+          "--output", evaluation.path, "--batch-size", batch_size]
+  for flag, value in (("--sampler", sampler), ("--max-decode-len", max_decode_len), ("--limit", limit)):
+    if value:
+      args += [flag, value]
+  if baseline is not None:
+    args += ["--baseline", baseline.path]
+  runtime.run_step("evaluate", args)
+  values = runtime.scalar_metrics(runtime.read_metrics(evaluation.path))
+  for name, value in values.items():
+    metrics.log_metric(name, value)
+  evaluation.metadata.update({"task": task, "split": split, **values})
+  shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
 
 
 def gate(task: str, base_evaluation: Input[Artifact], tuned_evaluation: Input[Artifact], champion_uri: str,
@@ -127,13 +132,17 @@ def gate(task: str, base_evaluation: Input[Artifact], tuned_evaluation: Input[Ar
   return outputs(result.passed, result.reason)
 
 
-def export(tuned_model: Input[Model], export_uri: str, export_format: str, dtype: str, register: bool,
-           run_id: str, exported: Output[Model]):
-  """Writes the promoted model as a big_vision .npz or a transformers checkpoint (+ Model Registry)."""
+def export(tuned_model: Input[Model], tuned_evaluation: Input[Artifact], export_uri: str, export_format: str,
+           dtype: str, register: bool, run_id: str, exported: Output[Model]):
+  """The promoted model as a big_vision .npz or a transformers checkpoint (+ Vertex AI Model Registry),
+  at EXPORT_URI/RUN_ID beside the champion record (or in this artifact when no export_uri is given)."""
+  import os
+
   from pipelines import runtime
 
   location = runtime.export_location(export_uri, run_id, exported.path)
-  args = ["--checkpoint", tuned_model.path, "--format", export_format, "--output", location]
+  args = ["--checkpoint", tuned_model.path, "--format", export_format, "--output", location,
+          "--metrics", os.path.join(tuned_evaluation.path, "metrics.json")]
   if dtype:
     args += ["--dtype", dtype]
   if register:
@@ -162,10 +171,14 @@ def promote(exported: Input[Model], decision: Input[Artifact], champion_uri: str
   print(f"[promote] champion record written to {location}: {record['model_uri']}", flush=True)
 
 
-STEPS = (download, convert, finetune, evaluate, evaluate_against, gate, export, promote)
+STEPS = {"download": download, "convert": convert, "finetune": finetune, "evaluate": evaluate, "gate": gate,
+         "export": export, "promote": promote}
 
 
 def make_components(image: str) -> types.SimpleNamespace:
   """The steps as KFP components that run in `image` (which already holds this package and kfp)."""
-  return types.SimpleNamespace(**{
-      step.__name__: dsl.component(step, base_image=image, install_kfp_package=False) for step in STEPS})
+  ops = {}
+  for name, func in STEPS.items():
+    ops[name] = dsl.component(func, base_image=image, install_kfp_package=False)
+    ops[name].component_spec.name = name  # short task names in the DAG, whatever the function is called
+  return types.SimpleNamespace(**ops)

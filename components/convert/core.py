@@ -178,8 +178,10 @@ def _run_tasks(cfg: ConvertConfig, tasks: list[Task], staging: str) -> list[Task
   try:
     if workers == 1:
       return [_tick(bar, work(t)) for t in tasks]
-    # forkserver: workers do not inherit the parent's threads (jax, gcsfs) yet start faster than spawn.
+    # forkserver: workers do not inherit the parent's threads (jax, gcsfs); with the worker module
+    # preloaded in the server, each worker is a cheap fork instead of a fresh interpreter importing it.
     context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["components.convert.worker"])
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
       chunk = max(1, min(64, len(tasks) // (workers * 8)))
       return [_tick(bar, r) for r in pool.map(work, tasks, chunksize=chunk)]

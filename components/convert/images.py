@@ -109,7 +109,7 @@ def load_rgb(path: str, max_pixels: int, name: str | None = None,
         if max_side:
           opened.draft(None, target_size(stored_size, max_side))  # a no-op for anything but JPEG
         opened.load()  # truncated or corrupt data fails here, not later
-        image = ImageOps.exif_transpose(opened)  # a plain copy when there is no orientation to apply
+        image = ImageOps.exif_transpose(opened) if orientation in range(2, 9) else opened  # loaded: usable closed
   except (Image.DecompressionBombError, Image.DecompressionBombWarning):
     raise RowError(
         f"image file {name} declares {_pixels_text(path)} pixels, over the budget of {max_pixels:,} "

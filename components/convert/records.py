@@ -67,8 +67,9 @@ def write_shards(data_dir: str, split: str, examples: Iterable[dict], num_exampl
   paths = []
   for index in range(count):
     path = os.path.join(directory, shard_name(split, index, count))
-    # group_size:1 keeps every record individually addressable, which grain's random access needs.
-    writer = ArrayRecordWriter(path, "group_size:1")
+    # group_size:1 keeps every record individually addressable, which grain's random access needs;
+    # uncompressed: the images are JPEG/PNG already, zstd would spend CPU for nothing (readers need no flag).
+    writer = ArrayRecordWriter(path, "group_size:1,uncompressed")
     for example in itertools.islice(examples, examples_per_shard):
       writer.write(encode_record(example))
     writer.close()

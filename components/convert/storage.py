@@ -49,13 +49,15 @@ def fetch_input(src: str, scratch: str) -> str:
   fs = _gcs()
   if not fs.exists(src):
     raise FileNotFoundError(f"input {src} does not exist in GCS (or is not readable with these credentials)")
-  target = os.path.join(scratch, "input", src[len("gs://"):].rstrip("/").rsplit("/", 1)[-1])
   if fs.isdir(src):
+    target = os.path.join(scratch, "input", src.rstrip("/").rsplit("/", 1)[-1])
     fs.get(src.rstrip("/") + "/", target, recursive=True)
-  else:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fs.get(src, target)
-  return target
+    return target
+  # A file (a .jsonl, .json or .csv) names its images relative to its folder: fetch the folder.
+  folder, name = src.rsplit("/", 1)
+  target = os.path.join(scratch, "input", folder.rsplit("/", 1)[-1])
+  fs.get(folder + "/", target, recursive=True)
+  return os.path.join(target, name)
 
 
 def _looks_like_hub_name(src: str) -> bool:

@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
       "directory (checkpoint .npz, tokenizer.model, model.json, manifest.json).", epilog=EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True,
-                      help="a released name (paligemma-3b-pt-224 ... paligemma2-28b-pt-896, mix variants) or a source URI")
+                      help="a released name (paligemma-3b-pt-224 ... paligemma2-28b-pt-896, mix variants) or a "
+                      "source URI")
   parser.add_argument("--output", required=True, help="model directory, local or gs://")
   parser.add_argument("--source", help="kaggle (default), gcs, hf, or a URI holding the weights of --model NAME")
-  parser.add_argument("--tokenizer", help=f"tokenizer URI (default: the one beside the checkpoint, else {DEFAULT_TOKENIZER})")
+  parser.add_argument("--tokenizer",
+                      help=f"tokenizer URI (default: the one beside the checkpoint, else {DEFAULT_TOKENIZER})")
   parser.add_argument("--dtype", default="bfloat16", choices=DTYPES,
                       help="which published file to fetch (kaggle, gcs) or the dtype to convert to (hf)")
   parser.add_argument("--gcs-mirror", help="gs://BUCKET/PREFIX holding PREFIX/NAME/FILE copies of the Kaggle files "

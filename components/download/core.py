@@ -9,21 +9,21 @@ model_cfg plus `name` and `checkpoint`), `manifest.json` (`files`: name -> sourc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import importlib.metadata
 import json
 import logging
 import os
-import shutil
 import time
 
 import requests
 from google.api_core import exceptions as gexc
 
-from components.download import files, gcs, hf, kaggle, sources, validate
+from components.download import files, gcs, hf, kaggle, secrets, sources, validate
+from components.download.model_dir import MODEL_JSON, TOKENIZER, ModelDir, read_if_file
 from components.download.errors import ChecksumError, DownloadError
 from components.download.sources import DEFAULT_TOKENIZER, Kind, Source
 
-MANIFEST, MODEL_JSON, TOKENIZER = "manifest.json", "model.json", "tokenizer.model"
+PACKAGE_VERSION = importlib.metadata.version("paligemma-pipelines")
 RETRIES = 3
 RETRY_WAIT_S = 1.0
 # Errors worth another attempt: bad bytes, dropped connections, overloaded servers. The clients resume
@@ -62,9 +62,9 @@ def plan(model: str, source: str | None = None, tokenizer: str | None = None, dt
   if _is_uri(model):
     if source is not None:
       raise DownloadError(f"--model is already a source ({model}); --source {source} is for a model NAME")
-    ckpt = sources.parse(model)
+    ckpt = _checkpoint_of_model_dir(sources.parse(model))
     name = _name_of(ckpt)
-    return Plan(ckpt, tok, name, _model_config(name) if name else None, _kaggle_file(ckpt, name, dtype), dtype)
+    return Plan(ckpt, tok, name, _model_config(name) if name else None, _kaggle_file(ckpt, dtype), dtype)
   model_cfg = _model_config(model)
   if source is None or source in ("kaggle", "gcs", "hf"):
     if not sources.is_release_name(model):
@@ -72,8 +72,8 @@ def plan(model: str, source: str | None = None, tokenizer: str | None = None, dt
                           "--source URI (kaggle://, gs://, hf:// or a path)")
     ckpt = sources.release_source(model, source or "kaggle", dtype, gcs_mirror)
   else:
-    ckpt = sources.parse(source)
-  return Plan(ckpt, tok, model, model_cfg, _kaggle_file(ckpt, model, dtype), dtype)
+    ckpt = _checkpoint_of_model_dir(sources.parse(source))
+  return Plan(ckpt, tok, model, model_cfg, _kaggle_file(ckpt, dtype), dtype)
 
 
 def download_model(model: str, output: str, source: str | None = None, tokenizer: str | None = None,
@@ -85,17 +85,17 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
   if kaggle_credentials:
     kaggle.use_credentials_file(kaggle_credentials)
   opts = Options(hf.read_token_file(hf_credentials) if hf_credentials else None, gcs_chunk_mib * 2**20)
-  out = _Output(output, cache_dir)
+  out = ModelDir(output, cache_dir)
   manifest = out.read_manifest()
   entries: dict[str, dict] = {}
 
   # The checkpoint.
   ckpt_key = {"source": p.checkpoint.uri, "dtype": p.dtype if p.checkpoint.kind is Kind.HF else None}
-  ckpt_name = out.verified_entry(manifest, ckpt_key)
+  ckpt_name, stale = out.lookup(manifest, ckpt_key)
   snapshot_dir = None
   if ckpt_name is None:
     ckpt_name, entry, snapshot_dir, hf_cfg = _with_retries(
-        lambda force: _fetch_checkpoint(p, out, opts, force), p.checkpoint.uri, retries)
+        lambda force: _fetch_checkpoint(p, out, opts, force), p.checkpoint.uri, retries, force=stale)
     entries[ckpt_name] = {**entry, **ckpt_key}
     if hf_cfg is not None and p.model_cfg is None:
       p.model_cfg = hf_cfg
@@ -105,9 +105,10 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
   # The tokenizer: --tokenizer, else the one beside the checkpoint (hf repo, model dir), else the default.
   tok_source = p.tokenizer or _tokenizer_beside(p.checkpoint, snapshot_dir) or sources.parse(DEFAULT_TOKENIZER)
   tok_key = {"source": tok_source.uri, "dtype": None}
-  if out.verified_entry(manifest, tok_key, TOKENIZER) is None:
+  tok_name, stale = out.lookup(manifest, tok_key, TOKENIZER)
+  if tok_name is None:
     entry = _with_retries(lambda force: _fetch_file(tok_source, out.local(TOKENIZER), opts, force,
-                                                    validate.tokenizer), tok_source.uri, retries)
+                                                    validate.tokenizer), tok_source.uri, retries, force=stale)
     entries[TOKENIZER] = {**entry, **tok_key}
   else:
     entries[TOKENIZER] = manifest["files"][TOKENIZER]
@@ -122,14 +123,14 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
   entries[MODEL_JSON] = {**_entry(out.local(MODEL_JSON)), "source": "generated"}
   for file_name in entries:
     out.publish(file_name, entries[file_name])
-  out.write_manifest({"name": name, "checkpoint": ckpt_name, "files": entries,
+  out.write_manifest({"name": name, "checkpoint": ckpt_name, "files": entries, "package_version": PACKAGE_VERSION,
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
   log.info("model directory ready: %s (%s, checkpoint %s, %s)", output, name, ckpt_name,
            files.human(entries[ckpt_name]["size"]))
   return output
 
 
-def _fetch_checkpoint(p: Plan, out: "_Output", opts: Options, force: bool):
+def _fetch_checkpoint(p: Plan, out: ModelDir, opts: Options, force: bool):
   """(file name, manifest entry, hf snapshot dir or None, model_cfg from hf or None)."""
   if p.checkpoint.kind is Kind.HF:
     snap, commit = hf.snapshot(p.checkpoint, opts.hf_token, force)
@@ -143,15 +144,17 @@ def _fetch_checkpoint(p: Plan, out: "_Output", opts: Options, force: bool):
     files.place(cached, out.local(name))
   else:
     name = p.checkpoint.basename
-    _fetch_file(p.checkpoint, out.local(name), opts, force)
+    entry = _fetch_file(p.checkpoint, out.local(name), opts, force, validate.checkpoint)
+    return name, entry, None, None
   validate.checkpoint(out.local(name))
   return name, _entry(out.local(name)), None, None
 
 
 def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None) -> dict:
   """Puts the single file `src` at `dest` atomically and returns its manifest entry."""
+  digest = None  # computed while fetching where the fetch reads the bytes back anyway (GCS's crc32c check)
   if src.kind is Kind.GCS:
-    gcs.download(src.uri, dest, gcs.client(), opts.gcs_chunk_bytes)
+    digest = gcs.download(src.uri, dest, gcs.client(), opts.gcs_chunk_bytes)
   elif src.kind is Kind.KAGGLE:
     files.place(kaggle.download(src, None, force), dest)
   elif src.kind is Kind.HF:
@@ -164,23 +167,20 @@ def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None) 
     if not os.path.isfile(src.uri):
       raise DownloadError(f"{src.uri} does not exist or is not a file")
     if os.path.abspath(src.uri) != os.path.abspath(dest):
-      tmp = f"{dest}.tmp{os.getpid()}"
-      shutil.copyfile(src.uri, tmp)
-      os.replace(tmp, dest)
+      files.copy(src.uri, dest)
   if check is not None:
     check(dest)
-  return _entry(dest)
+  return _entry(dest, digest)
 
 
-def _with_retries(fetch, what: str, retries: int):
+def _with_retries(fetch, what: str, retries: int, force: bool = False):
   """Calls `fetch(force)`; a transient failure is retried (`force` after a checksum error, so a bad cached
   copy is fetched again) up to `retries` times, then becomes a clear error."""
-  force = False
   for attempt in range(1, retries + 1):
     try:
       return fetch(force)
     except TRANSIENT as e:
-      reason = " ".join(str(e).split())[:300]
+      reason = secrets.redact(" ".join(str(e).split()))[:300]
       force = force or isinstance(e, ChecksumError)
       if attempt == retries:
         if isinstance(e, ChecksumError):
@@ -191,85 +191,9 @@ def _with_retries(fetch, what: str, retries: int):
       time.sleep(RETRY_WAIT_S * attempt)
 
 
-def _entry(path: str) -> dict:
-  d = files.digest(path, crc32c=True)
+def _entry(path: str, digest: files.Digest | None = None) -> dict:
+  d = digest or files.digest(path, crc32c=True)
   return {"size": d.size, "sha256": d.sha256, "crc32c": d.crc32c}
-
-
-class _Output:
-  """The model directory: local, or gs:// with files staged under the cache first."""
-
-  def __init__(self, output: str, cache_dir: str | None):
-    self.uri = output.rstrip("/")
-    self.remote = output.startswith("gs://")
-    if self.remote:
-      cache = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "paligemma_pipelines")
-      self.dir = os.path.join(cache, "staging", hashlib.sha256(self.uri.encode()).hexdigest()[:16])
-      self._gcs = gcs.client()
-    else:
-      self.dir = os.path.abspath(output)
-    os.makedirs(self.dir, exist_ok=True)
-
-  def local(self, name: str) -> str:
-    return os.path.join(self.dir, name)
-
-  def read_manifest(self) -> dict:
-    if self.remote:
-      text = gcs.read_text(f"{self.uri}/{MANIFEST}", self._gcs)
-    else:
-      path = self.local(MANIFEST)
-      text = open(path).read() if os.path.exists(path) else None
-    try:
-      manifest = json.loads(text) if text else {}
-    except json.JSONDecodeError:
-      log.warning("ignoring unreadable %s in %s", MANIFEST, self.uri)
-      manifest = {}
-    return manifest if isinstance(manifest.get("files"), dict) else {"files": {}}
-
-  def previous_model_cfg(self, checkpoint: str) -> dict | None:
-    """The model_cfg of the model.json already in DIR for `checkpoint` (a re-run that fetched nothing)."""
-    if self.remote:
-      text = gcs.read_text(f"{self.uri}/{MODEL_JSON}", self._gcs)
-    else:
-      path = self.local(MODEL_JSON)
-      text = open(path).read() if os.path.exists(path) else None
-    model_json = json.loads(text) if text else {}
-    if model_json.get("checkpoint") != checkpoint:
-      return None
-    return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")}
-
-  def verified_entry(self, manifest: dict, key: dict, name: str | None = None) -> str | None:
-    """The name of a file in DIR from the same source whose bytes still match the manifest, if any
-    (`name` None: the checkpoint, whatever its name)."""
-    for file_name, entry in manifest["files"].items():
-      if name is None and file_name in (TOKENIZER, MODEL_JSON):
-        continue
-      if (name in (None, file_name) and entry.get("source") == key["source"]
-          and entry.get("dtype") == key["dtype"] and self._matches(file_name, entry)):
-        log.info("%s is already in %s and verified; not downloading it again", file_name, self.uri)
-        return file_name
-    return None
-
-  def _matches(self, name: str, entry: dict) -> bool:
-    if self.remote:  # the object's crc32c, from its metadata: no need to read 55 GB back
-      return entry.get("crc32c") is not None and gcs.crc32c_of(f"{self.uri}/{name}", self._gcs) == entry["crc32c"]
-    path = self.local(name)
-    if not os.path.isfile(path) or os.path.getsize(path) != entry.get("size"):
-      return False
-    return files.digest(path).sha256 == entry.get("sha256")
-
-  def publish(self, name: str, entry: dict) -> None:
-    """Uploads a staged file to gs:// unless the same bytes are there already."""
-    if not self.remote:
-      return
-    uri = f"{self.uri}/{name}"
-    if gcs.crc32c_of(uri, self._gcs) != entry["crc32c"]:
-      gcs.upload(self.local(name), uri, self._gcs)
-
-  def write_manifest(self, manifest: dict) -> None:
-    files.write_json_atomic(self.local(MANIFEST), manifest)
-    if self.remote:
-      gcs.upload(self.local(MANIFEST), f"{self.uri}/{MANIFEST}", self._gcs)
 
 
 def _is_uri(model: str) -> bool:
@@ -286,6 +210,22 @@ def _model_config(name: str) -> dict:
                         "paligemma-3b-mix-448, or a kaggle://, gs://, hf:// URI or a path") from None
 
 
+def _checkpoint_of_model_dir(src: Source) -> Source:
+  """A model directory given as the source (local or gs://, e.g. an earlier download) stands for its
+  checkpoint; model.json and tokenizer.model beside it are then picked up too."""
+  if src.kind is Kind.LOCAL and os.path.isdir(src.uri):
+    text = read_if_file(os.path.join(src.uri, MODEL_JSON))
+    if text is None:
+      raise DownloadError(f"{src.uri} is a directory without {MODEL_JSON}: give the checkpoint .npz itself")
+  elif src.kind is Kind.GCS and not src.uri.endswith(".npz"):
+    text = gcs.read_text(f"{src.uri.rstrip('/')}/{MODEL_JSON}", gcs.client())
+  else:
+    return src
+  if text is None:
+    return src
+  return sources.parse(f"{src.uri.rstrip('/')}/{json.loads(text)['checkpoint']}")
+
+
 def _name_of(src: Source) -> str | None:
   """The released name a source is (a Kaggle variation, a published file name), if it is one."""
   if src.kind is Kind.KAGGLE:
@@ -296,17 +236,18 @@ def _name_of(src: Source) -> str | None:
   return None  # hf: from_hf tells the config; the name is the repo's
 
 
-def _kaggle_file(src: Source, name: str | None, dtype: str) -> str | None:
-  if src.kind is not Kind.KAGGLE or sources.kaggle_parts(src)[1] or not name:
+def _kaggle_file(src: Source, dtype: str) -> str | None:
+  """The published file of `dtype` for a kaggle:// URI of a released variation that names no file."""
+  if src.kind is not Kind.KAGGLE or sources.kaggle_parts(src)[1]:
     return None
-  return sources.release_source(name, "kaggle", dtype).basename
+  variation = sources.kaggle_variation(src)
+  return sources.release_source(variation, "kaggle", dtype).basename if sources.is_release_name(variation) else None
 
 
 def _beside(src: Source, file_name: str) -> str | None:
   """The text of `file_name` in the checkpoint's directory (local or gs://), if there is one."""
   if src.kind is Kind.LOCAL:
-    path = os.path.join(os.path.dirname(src.uri), file_name)
-    return open(path).read() if os.path.isfile(path) else None
+    return read_if_file(os.path.join(os.path.dirname(src.uri), file_name))
   if src.kind is Kind.GCS:
     return gcs.read_text(f"{src.uri.rsplit('/', 1)[0]}/{file_name}", gcs.client())
   return None

@@ -64,6 +64,17 @@ def place(src: str, dest: str) -> None:
   os.replace(tmp, dest)
 
 
+def copy(src: str, dest: str) -> None:
+  """Copies `src` to `dest` atomically, with a progress bar for big files."""
+  tmp = f"{dest}.tmp{os.getpid()}"
+  size = os.path.getsize(src)
+  with open(src, "rb") as fin, open(tmp, "wb") as fout, progress(size, f"copy {os.path.basename(src)}") as bar:
+    while chunk := fin.read(READ_BYTES):
+      fout.write(chunk)
+      bar.update(len(chunk))
+  os.replace(tmp, dest)
+
+
 def human(n: float) -> str:
   for unit in ("B", "KiB", "MiB", "GiB"):
     if n < 1024:

@@ -60,8 +60,7 @@ def snapshot(source: Source, token: str | None = None, force: bool = False,
 
 
 def convert(snapshot_dir: str, out_path: str, dtype: str | None) -> dict:
-  """Writes the big_vision .npz of a transformers PaliGemma snapshot to `out_path` (atomically) and returns
-  its model_cfg."""
+  """Writes the big_vision .npz of a transformers PaliGemma snapshot to `out_path` and returns its model_cfg."""
   from components.paligemma import from_hf, save  # the model library; imported here to keep this step light
 
   if not any(f.endswith(".safetensors") for f in os.listdir(snapshot_dir)):
@@ -72,9 +71,7 @@ def convert(snapshot_dir: str, out_path: str, dtype: str | None) -> dict:
   except (ValueError, KeyError) as e:
     raise DownloadError(f"cannot convert the transformers checkpoint in {snapshot_dir} to big_vision's layout: {e}"
                         ) from None
-  tmp = f"{out_path}.tmp{os.getpid()}.npz"
-  save(params, tmp, dtype=dtype)
-  os.replace(tmp, out_path)
+  save(params, out_path, dtype=dtype)  # atomic: a temporary name, then a rename
   return model_cfg
 
 

@@ -1,18 +1,21 @@
 """Keeps credentials out of logs and error messages.
 
 Credentials reach the clients only through the environment or mounted files, never through arguments we
-log or write. As a second line of defence every known secret value is replaced by `***` in log records
-and in the error the CLI prints.
+log or write. As a second line of defence every known secret value, and the signature or token parameters
+of signed URLs (Kaggle redirects to them), are replaced by `***` in log records and in the error the CLI
+prints.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 SECRET_ENV_VARS = ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
 _secrets: set[str] = set()
+_URL_SECRET_PARAM = re.compile(r"([?&][\w.-]*(?:sig|signature|token|key|credential)[\w.-]*=)[^&\s'\"]+", re.IGNORECASE)
 
 
 def register(value: str | None) -> None:
@@ -22,21 +25,24 @@ def register(value: str | None) -> None:
 
 def register_environment() -> None:
   for var in SECRET_ENV_VARS:
-    register(os.environ.get(var))
+    value = os.environ.get(var)
+    if var == "KAGGLE_API_TOKEN" and value and os.path.isfile(value):  # kagglesdk accepts a path to the token
+      with open(value) as f:
+        value = f.read().strip()
+    register(value)
 
 
 def redact(text: str) -> str:
   for value in sorted(_secrets, key=len, reverse=True):
     text = text.replace(value, "***")
-  return text
+  return _URL_SECRET_PARAM.sub(r"\1***", text)
 
 
 class RedactingFilter(logging.Filter):
   """Rewrites a record's message with every registered secret replaced by `***`."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if _secrets:
-      record.msg, record.args = redact(record.getMessage()), None
+    record.msg, record.args = redact(record.getMessage()), None
     return True
 
 

@@ -113,8 +113,8 @@ def release_source(name: str, where: str, dtype: str = "bfloat16", gcs_mirror: s
   """The source of released model `name` on `where` (kaggle | hf | gcs)."""
   m = _RELEASE_RE.match(name)
   if not m:
-    raise DownloadError(f"{name!r} is not a released PaliGemma name (e.g. paligemma-3b-pt-224, paligemma2-10b-mix-448); "
-                     "pass a kaggle://, gs://, hf:// URI or a local path with --source instead")
+    raise DownloadError(f"{name!r} is not a released PaliGemma name (e.g. paligemma-3b-pt-224, "
+                        "paligemma2-10b-mix-448); pass a kaggle://, gs://, hf:// URI or a local path with --source")
   family = m.group("family")
   if family == "paligemma" and m.group("size") != "3b":
     raise DownloadError(f"{name!r}: PaliGemma 1 was released in 3b only")

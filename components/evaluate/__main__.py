@@ -54,6 +54,8 @@ def main(argv=None) -> int:
   _add_score(sub)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  if args.command == "score" and args.baseline and not args.output:
+    parser.error("score --baseline only changes the report: give --output too")
   if args.command == "score":
     predictions = jsonl.read_jsonl(args.predictions, required=("image", "prefix", "prediction"))
     references = jsonl.read_jsonl(args.references, required=("image", "prefix", "suffix"))

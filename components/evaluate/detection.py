@@ -39,6 +39,11 @@ def _coco(images: list[dict], categories: list[dict], annotations: list[dict]) -
   return coco
 
 
+def _annotation(box: boxes_lib.Box, ann_id: int, image_id: int, **fields) -> dict:
+  x, y, w, h = box.xywh()
+  return {"id": ann_id, "image_id": image_id, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, **fields}
+
+
 def _ratio(num: float, den: float) -> float | None:
   return float(num / den) if den else None
 
@@ -71,15 +76,14 @@ def score_detection(examples: list[dict]) -> tuple[dict, list[dict]]:
     for c in prompt_classes(ex.get("prefix", "")):
       category(c)
     for b in gt:
-      gt_anns.append({"id": len(gt_anns) + 1, "image_id": image_id, "category_id": category(b.label),
-                      "bbox": b.xywh(), "area": b.xywh()[2] * b.xywh()[3], "iscrowd": 0})
+      gt_anns.append(_annotation(b, len(gt_anns) + 1, image_id, category_id=category(b.label)))
     pred, bad = boxes_lib.parse_detections(ex["prediction"])
     malformed_total += len(bad)
     conf = boxes_lib.box_confidences(ex["prediction"], pred, ex.get("tokens"), ex.get("token_logprobs"))
     first_dt = len(dt_anns) + 1
     for b, c in zip(pred, conf):
-      dt_anns.append({"id": len(dt_anns) + 1, "image_id": image_id, "category_id": None, "label": b.label,
-                      "bbox": b.xywh(), "area": b.xywh()[2] * b.xywh()[3], "iscrowd": 0, "score": c})
+      # Categories of predicted labels are assigned below, once every known label has its id.
+      dt_anns.append(_annotation(b, len(dt_anns) + 1, image_id, label=b.label, score=c))
     images.append({"id": image_id})
     records.append({**ex, "gt_boxes": [[b.y1, b.x1, b.y2, b.x2, b.label] for b in gt],
                     "pred_boxes": [[b.y1, b.x1, b.y2, b.x2, b.label, c] for b, c in zip(pred, conf)],

@@ -29,10 +29,12 @@ def score_baseline(task: str, baseline_dir: str, references: Sequence[dict]) -> 
 
 def write_evaluation(out_dir: str, task: str, predictions: Sequence[dict], references: Sequence[dict], *,
                      image_root: str | None, baseline_dir: str | None = None, predictions_name: str = PREDICTIONS,
-                     title: str | None = None) -> dict:
-  """Scores, writes predictions.jsonl, metrics.json and report.html into `out_dir`; returns the metrics."""
+                     title: str | None = None, extra: dict | None = None) -> dict:
+  """Scores, writes predictions.jsonl, metrics.json (plus `extra`) and report.html into `out_dir`; returns
+  the metrics."""
   jsonl.write_jsonl(os.path.join(out_dir, PREDICTIONS), predictions)
   metrics, records = scoring.score(task, predictions, references, predictions_name=predictions_name)
+  metrics.update(extra or {})  # e.g. the examples the run had to leave out
   base_metrics = base_records = None
   if baseline_dir:
     base_metrics, base_records = score_baseline(task, baseline_dir, references)

@@ -109,15 +109,15 @@ def read_split(data_dir: str, split: str, limit: int | None) -> tuple[list[dict]
   return [prompts[k] for k in keys], [r for r in rows if (r["image"], r["prefix"]) in chosen]
 
 
-def _load_image(data_dir: str, row: dict, size: int) -> np.ndarray:
+def _load_image(data_dir: str, row: dict, size: int) -> np.ndarray | str:
+  """The model's input image [size, size, 3] in [-1, 1], or why it could not be read."""
   from components.finetune.data import preprocess_image  # the trainer's: eval sees what training saw
   path = os.path.join(data_dir, row["image"])
   try:
     with open(path, "rb") as f:
       return preprocess_image(f.read(), size)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"cannot read image {path} (line {row.get('_line')} of the split's jsonl): {e}; "
-                     "re-run components.convert on the dataset") from e
+  except Exception as e:  # Pillow raises many kinds; any of them means this one row cannot be evaluated
+    return f"cannot read image {path} (line {row.get('_line')} of the split's jsonl): {e}"
 
 
 # --------------------------------------------------------------------------------------------- sharding
@@ -169,8 +169,9 @@ class _Progress:
 
 def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, image_size: int, batch_size: int,
                 prompt_len: int, max_decode_len: int, sampler: str, seed: int,
-                devices=None) -> list[dict]:
-  """One prediction record per row, decoded in batches over `devices` (default: all)."""
+                devices=None) -> tuple[list[dict], list[dict]]:
+  """(One prediction record per row, decoded in batches over `devices` (default: all); the rows left out
+  because their image could not be read, with the reason)."""
   mesh = make_mesh(devices)
   n_dev = mesh.size
   batch = math.ceil(batch_size / n_dev) * n_dev  # every device gets the same number of rows
@@ -179,11 +180,22 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
   progress = _Progress(len(rows))
   predictions, truncated_prompts = [], 0
   rng = jax.random.key(seed)
+  skipped = []
   with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
     for start in range(0, len(rows), batch):
-      real = rows[start:start + batch]
+      real, images = [], []
+      for row, image in zip(rows[start:start + batch], pool.map(lambda r: _load_image(data_dir, r, image_size),
+                                                                  rows[start:start + batch])):
+        if isinstance(image, str):  # a broken image drops its row, not the evaluation
+          log.warning("%s; example left out", image)
+          skipped.append({"image": row["image"], "prefix": row["prefix"], "reason": image})
+          continue
+        real.append(row)
+        images.append(image)
+      if not real:
+        continue
       padded = real + [real[0]] * (batch - len(real))  # padding rows: a copy of a real one, dropped below
-      images = np.stack(list(pool.map(lambda r: _load_image(data_dir, r, image_size), padded)))
+      images = np.stack(images + [images[0]] * (batch - len(real)))
       prompts = tokenizer.encode_prompt_batch([r["prefix"] for r in padded], prompt_len)
       truncated_prompts += int(np.sum(prompts["truncated"][:len(real)]))
       inputs = {"image": images, "text": prompts["text"], "mask_ar": prompts["mask_ar"],
@@ -209,11 +221,12 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
       progress.update(len(real), generated)
   if truncated_prompts:
     log.warning("%d prompts were longer than --prompt-len %d and were cut", truncated_prompts, prompt_len)
-  return predictions
+  return predictions, skipped
 
 
 def run(args: RunArgs, devices=None) -> dict:
   """The whole `evaluate run`; returns the metrics (also in OUT/metrics.json)."""
+  paligemma.parse_sampler(args.sampler)  # a typo fails now, not after the checkpoint has loaded
   rows, references = read_split(args.data, args.split, args.limit)
   params, model_cfg, tokenizer = load_checkpoint(args.checkpoint, args.which)
   model = paligemma.Model(**model_cfg)
@@ -223,7 +236,7 @@ def run(args: RunArgs, devices=None) -> dict:
   log.info("evaluating %d examples of %s/%s.jsonl on %d device(s): prompts %d tokens, up to %d new tokens, "
            "sampler %s", len(rows), args.data, args.split, len(devices or jax.devices()), prompt_len,
            max_decode_len, args.sampler)
-  predictions = decode_rows(model, params, tokenizer, rows, data_dir=args.data,
+  predictions, skipped = decode_rows(model, params, tokenizer, rows, data_dir=args.data,
                             image_size=paligemma.configs.image_size(model_cfg),
                             batch_size=args.batch_size, prompt_len=prompt_len, max_decode_len=max_decode_len,
                             sampler=args.sampler, seed=args.seed, devices=devices)
@@ -231,8 +244,13 @@ def run(args: RunArgs, devices=None) -> dict:
   if not_stopped:
     log.warning("%d answers reached --max-decode-len %d before their end token; raise it if they look cut",
                 not_stopped, max_decode_len)
+  if skipped:  # not the model's fault: such examples leave the scoring altogether
+    gone = {(s["image"], s["prefix"]) for s in skipped}
+    references = [r for r in references if (r["image"], r["prefix"]) not in gone]
+  if not predictions:
+    raise ValueError(f"no image of {args.data}/{args.split}.jsonl could be read (first: {skipped[0]['reason']})")
   metrics = outputs.write_evaluation(args.output, args.task, predictions, references, image_root=args.data,
-                                     baseline_dir=args.baseline,
+                                     baseline_dir=args.baseline, extra={"num_skipped": len(skipped), "skipped_examples": skipped},
                                      predictions_name=os.path.join(args.output, outputs.PREDICTIONS))
   log.info("%s: %s", args.task, outputs.summary_line(metrics))
   return metrics

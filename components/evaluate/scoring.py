@@ -16,6 +16,7 @@ from components.evaluate import detection, jsonl, text, vqa
 
 log = logging.getLogger(__name__)
 TASKS = ("detect", "caption", "vqa", "ocr")
+MAX_LOGGED, MAX_LISTED = 20, 500  # unreadable detection segments: logged / kept in metrics.json
 
 
 def _key(row: dict) -> tuple[str, str]:
@@ -56,11 +57,15 @@ def _score_detect(examples: list[dict]) -> tuple[dict, list[dict]]:
   for ex in examples:
     ex["reference"] = " ; ".join(r for r in ex["references"] if r.strip())
   metrics, records = detection.score_detection(examples)
-  metrics["malformed"] = [{"line": r["line"], "image": r["image"], "prefix": r["prefix"], **m}
-                          for r in records for m in r["malformed"]]
-  for m in metrics["malformed"]:
+  malformed = [{"line": r["line"], "image": r["image"], "prefix": r["prefix"], **m}
+               for r in records for m in r["malformed"]]
+  for m in malformed[:MAX_LOGGED]:
     log.warning("prediction line %s (image %r, prefix %r): segment %r is unreadable (%s); counted as a miss",
                 m["line"], m["image"], m["prefix"], m["segment"], m["reason"])
+  if len(malformed) > MAX_LOGGED:
+    log.warning("... and %d more unreadable segments (the first %d are listed in metrics.json)",
+                len(malformed) - MAX_LOGGED, MAX_LISTED)
+  metrics["malformed"] = malformed[:MAX_LISTED]
   return metrics, records
 
 

@@ -49,4 +49,5 @@ def write_processor(tokenizer_model: str | pathlib.Path, out_dir: str | pathlib.
   processor = transformers.PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
   processor.save_pretrained(out_dir)
   image_processor.save_pretrained(out_dir)  # preprocessor_config.json, which transformers 4.x reads
-  shutil.copyfile(tokenizer_model, out_dir / "tokenizer.model")
+  if pathlib.Path(tokenizer_model).resolve() != (out_dir / "tokenizer.model").resolve():
+    shutil.copyfile(tokenizer_model, out_dir / "tokenizer.model")

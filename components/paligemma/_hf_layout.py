@@ -186,7 +186,7 @@ def dims_from_params(flat: dict) -> Dims:
   """Reads every size from a flat big_vision tree (`flatten_params`), so names and shapes follow the data."""
   def shape(name):
     if name not in flat:
-      raise KeyError(f"parameter {name!r} is missing; expected a PaliGemma tree as `components.paligemma.load` "
+      raise ValueError(f"parameter {name!r} is missing; expected a PaliGemma tree as `components.paligemma.load` "
                      "returns it")
     return tuple(flat[name].shape)
 

@@ -29,6 +29,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from components.paligemma import configs
 from components.paligemma.model import Model
@@ -150,20 +151,20 @@ def _model_key(model: Model) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(model_key: str, max_decode_len: int, sampler: str, eos_token: int):
+def _compiled(model_key: str, max_decode_len: int, kind: str, beams: int):
+  """One jitted decoder per model config, length and sampler kind; eos and T/P are traced arguments."""
   model_cfg = json.loads(model_key)
   model = Model(**model_cfg)
   image_tokens = configs.num_image_tokens(model_cfg)
-  kind, arg = parse_sampler(sampler)
 
-  def run(params, batch, rng):
+  def run(params, batch, rng, eos_token, arg):
     logits, cache = model.apply(
         {"params": params}, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"],
         cache_size=image_tokens + batch["text"].shape[1] + max_decode_len, method=model.prefill)
     extend = functools.partial(model.apply, {"params": params}, method=model.extend)
     loop = dict(max_decode_len=max_decode_len, eos_token=eos_token)
     if kind == "beam":
-      return _beam_loop(extend, logits, cache, batch["_mask"], beams=int(arg), **loop)
+      return _beam_loop(extend, logits, cache, batch["_mask"], beams=beams, **loop)
     return _sampling_loop(extend, logits, cache, batch["_mask"], rng, kind=kind, arg=arg, **loop)
 
   return jax.jit(run)
@@ -177,14 +178,15 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_token=
   with `return_logprobs`, also f32[B, max_decode_len] log-probabilities of the chosen tokens (0 after eos).
   `rng` seeds the sampling samplers (default: key 0, so runs are reproducible).
   """
-  parse_sampler(sampler)  # a bad sampler fails before anything is compiled.
+  kind, arg = parse_sampler(sampler)  # a bad sampler fails before anything is compiled.
   missing = [k for k in ("image", "text", "mask_ar", "mask_input") if k not in batch]
   if missing:
     raise ValueError(f"decode: batch lacks {missing}; it needs image, text, mask_ar and mask_input.")
   inputs = {k: batch[k] for k in ("image", "text", "mask_ar", "mask_input")}
-  inputs["_mask"] = batch.get("_mask", jnp.ones(len(batch["text"]), bool))
+  inputs["_mask"] = batch.get("_mask", np.ones(len(batch["text"]), bool))
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  tokens, logprobs = _compiled(_model_key(model), int(max_decode_len), sampler, int(eos_token))(params, inputs, rng)
+  run = _compiled(_model_key(model), int(max_decode_len), kind, int(arg) if kind == "beam" else 0)
+  tokens, logprobs = run(params, inputs, rng, jnp.int32(eos_token), jnp.float32(arg))
   return (tokens, logprobs) if return_logprobs else tokens
 
 

@@ -34,9 +34,7 @@ import logging
 import os
 import pathlib
 import re
-import struct
-import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -44,14 +42,13 @@ from safetensors import safe_open
 
 from components.paligemma import configs
 from components.paligemma import _hf_layout as layout
+from components.paligemma import _safetensors_io as safetensors_io
 from components.paligemma.checkpoint import flatten_params, unflatten_params
 
 log = logging.getLogger(__name__)
 
 MAX_SHARD_BYTES = 5 * 1024**3  # transformers' default shard size.
 ROPE_THETA = 10_000.0
-_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(ml_dtypes.bfloat16): "BF16",
-              np.dtype(np.float64): "F64"}
 _SOFTCAP_KEY = "big_vision_final_logits_softcap"
 
 
@@ -99,6 +96,9 @@ def _check_params(flat, dims, llm, img) -> None:
   if wrong:
     raise ValueError("params do not match model_cfg (field: params, model_cfg): "
                      + ", ".join(f"{k}: {a}, {b}" for k, (a, b) in wrong.items()))
+  if not dims.post_norms and (llm["attn_logits_softcap"] or llm["query_pre_attn_norm"] != "rsqrt_head_dim"):
+    raise ValueError("transformers' Gemma 1 has no attention softcap nor query_pre_attn_norm="
+                     f"{llm['query_pre_attn_norm']!r}; this model_cfg cannot be exported to transformers")
 
 
 def _image_size(dims: layout.Dims) -> int:
@@ -149,7 +149,7 @@ def _write_weights(out_dir: pathlib.Path, flat: dict, dims: layout.Dims, max_sha
   for e in layout.entries(dims):
     leaf = flat[e.bv]
     dtype = np.dtype(leaf.dtype)
-    if dtype not in _ST_DTYPES:
+    if dtype not in safetensors_io.DTYPES:
       raise ValueError(f"parameter {e.bv!r} has dtype {dtype}; expected float32, bfloat16 or float16")
     shape = tuple(layout.TRANSFORMS[e.kind].hf_shape(tuple(leaf.shape[len(e.index):])))
     nbytes = int(np.prod(shape)) * dtype.itemsize
@@ -161,59 +161,16 @@ def _write_weights(out_dir: pathlib.Path, flat: dict, dims: layout.Dims, max_sha
     shards[-1].append((layout.serialized_name(e.hf), dtype, shape, produce))
     size += nbytes
   total = sum(int(np.prod(s)) * d.itemsize for shard in shards for _, d, s, _ in shard)
-  progress = _Progress(total)
+  progress = safetensors_io.Progress(total)
   if len(shards) == 1:
-    _write_safetensors(out_dir / "model.safetensors", shards[0], progress)
+    safetensors_io.write(out_dir / "model.safetensors", shards[0], progress)
     return
   weight_map = {}
   for i, shard in enumerate(shards):
     name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-    _write_safetensors(out_dir / name, shard, progress)
+    safetensors_io.write(out_dir / name, shard, progress)
     weight_map |= {tensor: name for tensor, *_ in shard}
   _write_json(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
-
-
-def _write_safetensors(path: pathlib.Path, items: list[tuple[str, np.dtype, tuple, Callable]], progress) -> None:
-  """Streams tensors into one safetensors file (header first: sizes are known from shapes).
-
-  Hand-written because `safetensors.numpy.save_file` needs every tensor of the file in memory at once;
-  the format is an 8-byte little-endian header length, a JSON header, then the raw bytes in header order.
-  """
-  header, offset = {"__metadata__": {"format": "pt"}}, 0
-  for name, dtype, shape, _ in items:
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-    offset += nbytes
-  blob = json.dumps(header, separators=(",", ":")).encode()
-  blob += b" " * (-len(blob) % 8)  # the data must start 8-byte aligned
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "wb") as f:
-    f.write(struct.pack("<Q", len(blob)))
-    f.write(blob)
-    for name, dtype, shape, produce in items:
-      array = np.ascontiguousarray(produce())  # safetensors is little-endian, as every host we run on
-      if array.shape != shape or array.dtype != dtype:
-        raise AssertionError(f"{name}: converted to {array.shape} {array.dtype}, planned {shape} {dtype}")
-      f.write(array.reshape(-1).view(np.uint8).data)
-      progress.advance(array.nbytes, path.name)
-  os.replace(tmp, path)
-
-
-class _Progress:
-  """Log lines with bytes, rate and ETA, at most every 10 s."""
-
-  def __init__(self, total: int):
-    self.total, self.done, self.start, self.last = total, 0, time.monotonic(), 0.0
-
-  def advance(self, nbytes: int, where: str) -> None:
-    self.done += nbytes
-    now = time.monotonic()
-    if now - self.last < 10 and self.done < self.total:
-      return
-    self.last = now
-    rate = self.done / max(now - self.start, 1e-9)
-    log.info("wrote %s: %.2f/%.2f GB (%.0f MB/s, ETA %.0f s)", where, self.done / 1e9, self.total / 1e9,
-             rate / 1e6, (self.total - self.done) / rate)
 
 
 # --------------------------------------------------------------------------------------------- from_hf
@@ -268,7 +225,11 @@ def _local_dir(path: str) -> pathlib.Path:
 
 def _open_tensors(directory: pathlib.Path, stack: contextlib.ExitStack) -> dict[str, tuple[Any, str]]:
   """Canonical name -> (open safetensors file, stored name), over every shard."""
-  files = sorted(directory.glob("*.safetensors"))
+  index = directory / "model.safetensors.index.json"
+  if index.is_file():  # sharded: the index names the files (others in the directory may be stale)
+    files = sorted({directory / f for f in json.loads(index.read_text())["weight_map"].values()})
+  else:
+    files = sorted(directory.glob("*.safetensors"))
   if not files:
     raise FileNotFoundError(f"{directory} has no .safetensors files (PyTorch .bin checkpoints are not read: "
                             "convert them with transformers' save_pretrained(safe_serialization=True))")
@@ -319,6 +280,8 @@ def _dims_and_cfg(config: dict, tensors: dict, config_path: pathlib.Path) -> tup
   image_token = config.get("image_token_index", config.get("image_token_id", rows))
   heads = text.get("num_attention_heads", 8)
   head_dim = shape("language_model.layers.0.self_attn.q_proj.weight")[0] // heads
+  if text.get("head_dim", head_dim) != head_dim:
+    raise ValueError(f"{config_path}: head_dim {text['head_dim']} but q_proj holds {heads} heads of {head_dim}")
   post_norms = "language_model.layers.0.pre_feedforward_layernorm.weight" in tensors
   if post_norms != (family == "gemma2"):
     raise ValueError(f"{config_path}: text_config.model_type {family!r} but the weights "
@@ -338,10 +301,10 @@ def _dims_and_cfg(config: dict, tensors: dict, config_path: pathlib.Path) -> tup
          "num_heads": dims.heads, "num_kv_heads": dims.kv_heads, "head_dim": dims.head_dim,
          "post_norms": post_norms, "attn_logits_softcap": 0.0, "final_logits_softcap": 0.0,
          "query_pre_attn_norm": "rsqrt_head_dim"}
+  final = text.get("final_logit_softcapping", 30.0 if family == "gemma2" else None)  # Gemma2Config's default
+  llm["final_logits_softcap"] = float(final if final is not None else config.get(_SOFTCAP_KEY) or 0.0)
   if family == "gemma2":  # transformers' Gemma2Config defaults where config.json is silent
-    final = text.get("final_logit_softcapping", 30.0)
     llm["attn_logits_softcap"] = float(text.get("attn_logit_softcapping", 50.0) or 0.0)
-    llm["final_logits_softcap"] = float(final if final is not None else config.get(_SOFTCAP_KEY) or 0.0)
     scalar = text.get("query_pre_attn_scalar", 256)
     if scalar == dims.width // dims.heads and scalar != dims.head_dim:
       llm["query_pre_attn_norm"] = "rsqrt_emb_per_head"

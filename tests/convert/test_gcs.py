@@ -70,3 +70,18 @@ def test_gcs_input_and_output(tmp_path, imgs, emulator):
   done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                         env={**os.environ, **env}, timeout=120)
   assert done.stdout.strip() == "['gs://data/out/ds/records/train-00000-of-00001.array_record']", done.stderr
+
+
+def test_gcs_single_file_input_fetches_its_images(tmp_path, imgs, emulator):
+  bucket, env = emulator
+  local = tmp_path / "pg"
+  imgs.rgb(str(local / "pics" / "a.jpg"))
+  (local / "data.jsonl").write_text(json.dumps({"image": "pics/a.jpg", "prefix": "ocr", "suffix": "HI"}) + "\n")
+  bucket.blob("in/pg/data.jsonl").upload_from_filename(str(local / "data.jsonl"))
+  bucket.blob("in/pg/pics/a.jpg").upload_from_filename(str(local / "pics" / "a.jpg"))
+  cmd = [sys.executable, "-m", "components.convert", "--input", "gs://data/in/pg/data.jsonl", "--format",
+         "paligemma-jsonl", "--task", "ocr", "--output", str(tmp_path / "out"), "--splits", "train=1", "--workers", "1",
+         "--no-progress"]
+  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert [(r["image"], r["suffix"]) for r in imgs.read_output(tmp_path / "out")["train"]] == [("images/pics/a.jpg", "HI")]

@@ -142,3 +142,21 @@ def test_boxes_are_clipped_and_degenerate_boxes_dropped(tmp_path, imgs):
   for label, why in [("over", "clipped"), ("flat", "dropped: zero"), ("outside", "dropped: entirely outside"),
                      ("nan", "dropped: not a finite"), ("reversed", "dropped: zero")]:
     assert any(f"'{label}'" in r and why in r for r in out.repairs), (label, out.repairs)
+
+
+@pytest.mark.parametrize("mode, values, expected", [
+    ("I", [0, 257 * 100, 65535], [0, 100, 255]),  # 32-bit int holding 16-bit data
+    ("I", [0, 100, 255], [0, 100, 255]),  # 32-bit int holding 8-bit data
+    ("F", [0.0, 0.5, 1.0], [0, 128, 255]),  # float in [0, 1]
+])
+def test_wide_integer_and_float_modes_are_scaled(mode, values, expected):
+  image = Image.fromarray(np.array([values], np.int32 if mode == "I" else np.float32), mode)
+  rgb, note = images._to_rgb(image)
+  assert rgb.mode == "RGB" and note
+  np.testing.assert_array_equal(np.asarray(rgb)[0, :, 0], expected)
+
+
+def test_grey_with_alpha_is_composited_on_white():
+  image = Image.fromarray(np.array([[[0, 255], [0, 0]]], np.uint8), "LA")  # black opaque, black transparent
+  rgb, _ = images._to_rgb(image)
+  np.testing.assert_array_equal(np.asarray(rgb)[0], [[0, 0, 0], [255, 255, 255]])

@@ -1,7 +1,8 @@
 """Real local servers for the download tests (../shared/reference/STANDINS.md): the GCS emulator behind a
 counting, fault-injecting proxy; a server speaking Kaggle's model API; a server speaking the HF hub's
 resolve API. All on free loopback ports, started by the tests. Each server records every request and can
-drop a connection mid-file once or serve tampered bytes (the GCS proxy can also stall), so tests can assert what was fetched.
+drop a connection mid-file once or serve tampered bytes (the GCS proxy can also stall), so tests can
+assert what was fetched.
 """
 from __future__ import annotations
 
@@ -212,10 +213,6 @@ class KaggleServer(_Server):
     basic = "Basic " + base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode()).decode()
     return header in (basic, f"Bearer {KAGGLE_KEY}")
 
-  def data_requests(self):
-    """Requests that moved file bytes (the download RPC or the blob URL), not metadata calls."""
-    return [r for r in self.requests if r["path"].startswith("/blobs/") or r["path"].endswith("DownloadModelInstanceVersion")]
-
 
 # -------------------------------------------------------------------------------------------------- hub
 class _HubHandler(_Handler):
@@ -287,7 +284,8 @@ class HubServer(_Server):
     self.repos: dict[str, dict] = {}  # org/repo -> {"commit", "files": {name: bytes}, "token"}
 
   def add_repo(self, repo_id: str, files: dict[str, bytes], token: str | None = None) -> str:
-    commit = hashlib.sha1(repr(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())).encode()).hexdigest()
+    digests = sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items())
+    commit = hashlib.sha1(repr(digests).encode()).hexdigest()
     self.repos[repo_id] = {"commit": commit, "files": files, "token": token}
     return commit
 
@@ -414,7 +412,8 @@ def servers(gcs_server, kaggle_server, hub_server, tmp_path, monkeypatch):
     monkeypatch.setenv(k, v)
   monkeypatch.setitem(kaggle_env._env_to_endpoint, kaggle_env.KaggleEnv.LOCAL, kaggle_server.url)
   monkeypatch.setattr(hub_constants, "ENDPOINT", hub_server.url)
-  monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub_server.url + "/{repo_id}/resolve/{revision}/{filename}")
+  monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                      hub_server.url + "/{repo_id}/resolve/{revision}/{filename}")
   monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
   monkeypatch.setattr("components.download.core.RETRY_WAIT_S", 0.0)
   kagglehub.config.clear_kaggle_credentials()

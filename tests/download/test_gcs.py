@@ -72,6 +72,8 @@ def test_model_directory_on_gcs_as_source(gcs, tiny_files, tmp_path):
   out = tmp_path / "copy"
   download_model("gs://models/tiny/tiny.npz", str(out))
   assert json.loads((out / "model.json").read_text())["name"] == "tiny-v2"
+  download_model("gs://models/tiny", str(tmp_path / "copy2"))  # the directory stands for its checkpoint
+  assert (tmp_path / "copy2" / "tiny.npz").read_bytes() == tiny_files["npz"]
   assert json.loads((out / "manifest.json").read_text())["files"]["tokenizer.model"]["source"] == (
       "gs://models/tiny/tokenizer.model")
 
@@ -127,7 +129,8 @@ def test_killed_download_resumes_from_its_journal(gcs, make_npz, tmp_path):
   gcs.gcs.stall_after = (3, release)
   out = tmp_path / "m"
   args = ["--model", "tiny-v2", "--source", "gs://weights/pg/six.npz", "--output", str(out), "--gcs-chunk-mib", "1"]
-  proc = subprocess.Popen([sys.executable, "-m", "components.download", *args], cwd=REPO_ROOT, env=gcs.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen([sys.executable, "-m", "components.download", *args], cwd=REPO_ROOT, env=gcs.env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   journal = out / "six.npz.partial.json"
   deadline = time.time() + 60
   while time.time() < deadline:

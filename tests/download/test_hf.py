@@ -1,5 +1,4 @@
 """Hugging Face hub downloads: huggingface_hub against a local server speaking the hub's API."""
-import hashlib
 import json
 import os
 
@@ -83,7 +82,8 @@ def test_corrupted_blob_is_detected_and_fetched_again(hub, tiny_files, local_ckp
 
 def test_gated_repo_without_token_is_a_clear_error(hub, tiny_files, local_ckpt, tmp_path, monkeypatch):
   hub.hub.add_repo("google/gated", {"tokenizer.model": tiny_files["tokenizer"]}, token="hf_secret_token_123")
-  with pytest.raises(DownloadError, match=r"accept the model's licence at https://huggingface.co/google/gated.*HF_TOKEN"):
+  with pytest.raises(DownloadError, match=r"accept the model's licence at https://huggingface.co/google/gated.*"
+                     r"HF_TOKEN"):
     download_model("tiny-v2", str(tmp_path / "a"), source=local_ckpt, tokenizer="hf://google/gated")
 
   monkeypatch.setenv("HF_TOKEN", "hf_secret_token_123")

@@ -68,14 +68,16 @@ def test_cache_and_verified_directory_make_no_request(kaggle, tiny_files, tmp_pa
 def test_tampered_file_in_directory_is_fetched_again(kaggle, tiny_files, tmp_path):
   out = tmp_path / "m"
   download_model(NAME, str(out))
-  data = bytearray((out / FILE).read_bytes())
-  data[len(data) // 2] ^= 0xFF
-  (out / FILE).unlink()  # a fresh inode: the cache copy (hard link) stays intact
-  (out / FILE).write_bytes(bytes(data))
+  with open(out / FILE, "r+b") as f:  # in place: the hard-linked copy in kagglehub's cache changes too
+    f.seek(len(tiny_files["npz"]) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 0xFF]))
   kaggle.kaggle.reset()
 
   download_model(NAME, str(out))
   assert (out / FILE).read_bytes() == tiny_files["npz"]
+  assert len([r for r in kaggle.kaggle.requests if r["path"].startswith("/blobs/")]) == 1  # past the cache
 
 
 def test_interrupted_download_resumes_with_a_range_request(kaggle, make_npz, tmp_path):
@@ -152,3 +154,23 @@ def test_kaggle_uri_without_file_takes_the_dtype_file_and_direct_bytes(kaggle, t
   download_model(f"kaggle://{HANDLE}", str(tmp_path / "m"))
   assert (tmp_path / "m" / FILE).read_bytes() == tiny_files["npz"]
   assert json.loads((tmp_path / "m" / "model.json").read_text())["name"] == NAME
+
+
+def test_whole_version_of_a_custom_model(kaggle, tiny_files, tmp_path):
+  """A Kaggle model that is no release: the whole version is listed and fetched; its one .npz is used."""
+  kaggle.kaggle.models["someone/my-paligemma/jax/custom/3"] = {"ckpt.npz": tiny_files["npz"], "notes.txt": b"hi"}
+  download_model("tiny-v2", str(tmp_path / "m"), source="kaggle://someone/my-paligemma/jax/custom/3")
+  assert (tmp_path / "m" / "ckpt.npz").read_bytes() == tiny_files["npz"]
+  assert any(r["path"].endswith("ListModelInstanceVersionFiles") for r in kaggle.kaggle.requests)
+  with pytest.raises(DownloadError, match="cannot tell which model"):
+    download_model("kaggle://someone/my-paligemma/jax/custom/3", str(tmp_path / "n"))
+
+
+def test_standard_kaggle_json(kaggle, tiny_files, tmp_path, monkeypatch):
+  monkeypatch.delenv("KAGGLE_USERNAME")
+  monkeypatch.delenv("KAGGLE_KEY")
+  config_dir = tmp_path / "home" / ".kaggle"  # KAGGLE_CONFIG_DIR in the servers fixture
+  config_dir.mkdir(parents=True, exist_ok=True)
+  (config_dir / "kaggle.json").write_text(json.dumps({"username": kaggle.kaggle.user, "key": kaggle.kaggle.key}))
+  download_model(NAME, str(tmp_path / "m"))
+  assert (tmp_path / "m" / FILE).read_bytes() == tiny_files["npz"]

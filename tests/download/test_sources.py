@@ -52,3 +52,18 @@ def test_plan_infers_the_model_from_the_source():
     plan("gs://mirror/x.npz", source="hf")
   with pytest.raises(DownloadError, match="--dtype int8"):
     plan("paligemma2-3b-pt-448", dtype="int8")
+
+
+def test_local_model_directory_as_source(tiny_files, tmp_path):
+  from components.download import download_model
+
+  first = tmp_path / "first"
+  first.mkdir()
+  (first / "ckpt.npz").write_bytes(tiny_files["npz"])
+  (first / "tokenizer.model").write_bytes(tiny_files["tokenizer"])
+  download_model("tiny-v2", str(tmp_path / "a"), source=str(first / "ckpt.npz"))
+  download_model(str(tmp_path / "a"), str(tmp_path / "b"))  # a model directory stands for its checkpoint
+  for name in ("ckpt.npz", "tokenizer.model", "model.json"):
+    assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+  with pytest.raises(DownloadError, match="directory without model.json"):
+    download_model(str(first), str(tmp_path / "c"))

@@ -36,17 +36,20 @@ def test_one_and_eight_devices_give_the_same_predictions(tiny_model_dir, detect_
 
 def test_run_cli_writes_the_evaluation_directory(tiny_model_dir, detect_dataset, tmp_path, capsys):
   out = tmp_path / "out"
+  with open(os.path.join(detect_dataset, "images", "1.png"), "wb") as f:
+    f.write(b"not a png")  # a broken image costs its example, not the evaluation
   main(["run", "--checkpoint", tiny_model_dir, "--data", detect_dataset, "--task", "detect", "--output", str(out),
         "--limit", "5", "--max-decode-len", "8", "--batch-size", "3"])
   printed = json.loads(capsys.readouterr().out)
   rows = read(out / "predictions.jsonl")
-  assert len(rows) == 5
+  assert len(rows) == 4 and "images/1.png" not in {r["image"] for r in rows}
   for row in rows:
     assert {"image", "prefix", "reference", "prediction", "token_logprobs", "tokens"} <= set(row)
     assert len(row["token_logprobs"]) == len(row["token_ids"]) <= 8
     if row["tokens"] is not None:
       assert "".join(row["tokens"]) == row["prediction"]
   metrics = json.loads((out / "metrics.json").read_text())
-  assert metrics == printed and {"map", "map50", "map75"} <= set(metrics) and metrics["num_examples"] == 5
+  assert metrics == printed and {"map", "map50", "map75"} <= set(metrics) and metrics["num_examples"] == 4
+  assert metrics["num_skipped"] == 1 and "images/1.png" in metrics["skipped_examples"][0]["reason"]
   page = (out / "report.html").read_text()
-  assert page.count("data:image/jpeg;base64,") == 5 and "id='gallery'" in page
+  assert page.count("data:image/jpeg;base64,") == 4 and "id='gallery'" in page

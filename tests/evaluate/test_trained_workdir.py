@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -51,17 +52,20 @@ def test_evaluate_a_finetune_workdir_against_its_start(tmp_path):
   workdir = tmp_path / "workdir"
   cmd = [sys.executable, "-m", "components.finetune", "--config", os.path.join(REPO, "components/finetune/configs/tiny_test.py"),
          "--workdir", str(workdir), f"--config.data_dir={data}", f"--config.tokenizer={tokenizer}",
-         "--config.total_steps=24", "--config.checkpoint_every=1", "--config.keep_checkpoints=30"]
+         "--config.total_steps=12", "--config.checkpoint_every=1", "--config.keep_checkpoints=30"]
+  t0 = time.monotonic()
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-3000:]
+  print(f"finetune took {time.monotonic() - t0:.0f}s")
 
   common = dict(data=data, task="caption", max_decode_len=6, batch_size=8)
   # Step 1 trains with learning-rate multiplier 0 (PALIGEMMA.md §5): its weights are the random start.
   start = runner.run(runner.RunArgs(checkpoint=str(workdir), which="1", output=str(tmp_path / "start"), **common))
   tuned = runner.run(runner.RunArgs(checkpoint=str(workdir), output=str(tmp_path / "tuned"),
                                     baseline=str(tmp_path / "start"), **common))
-  assert tuned["bleu4"] > start["bleu4"] and tuned["cider"] > start["cider"]
+  # (BLEU-4 is no use here: three-word captions have no 4-grams.)
+  assert tuned["cider"] > start["cider"] and tuned["bleu4"] >= start["bleu4"]
   assert tuned["baseline"]["cider"] == pytest.approx(start["cider"])
   page = (tmp_path / "tuned" / "report.html").read_text()
   assert "<b>base</b>" in page and "<b>tuned</b>" in page

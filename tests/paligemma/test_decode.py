@@ -105,6 +105,7 @@ def test_beam_1_is_greedy(bigvision_fixtures, name):
   np.testing.assert_allclose(beam_logp, greedy_logp, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_beam_as_wide_as_the_vocabulary_finds_the_best_sequence(bigvision_fixtures):
   """Two steps, 300 beams = exhaustive: the result must score max over [eos] and every (t1 != eos, t2)."""
   model, params, batch, _ = fixture(bigvision_fixtures, "tiny_v2")

@@ -63,7 +63,7 @@ def load_hf(path):
   return transformers.PaliGemmaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("name", ["tiny-v1", "tiny-mha", "tiny-v2", "small-v2"])
+@pytest.mark.parametrize("name", ["tiny-v1", "tiny-mha", "tiny-v2", pytest.param("small-v2", marks=pytest.mark.slow)])
 def test_to_hf_gives_same_logits_and_generation(tmp_path, name):
   cfg = parity_cfg(name)
   params = random_params(cfg)
@@ -202,3 +202,20 @@ def test_from_hf_names_what_is_missing(tmp_path):
     paligemma.from_hf(tmp_path / "broken")
   with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
     paligemma.from_hf("hf://nobody-here/no-such-paligemma")
+
+
+def test_from_hf_reads_a_repo_from_the_local_hub_cache(tmp_path, monkeypatch):
+  """hf://org/repo resolves through huggingface_hub's cache layout (what hf_hub_download leaves behind)."""
+  import huggingface_hub
+
+  cfg = configs.model_config("tiny-v2")
+  params = random_params(cfg, seed=5)
+  commit = "0123456789abcdef0123456789abcdef01234567"
+  repo = tmp_path / "hub" / "models--acme--tiny-paligemma"
+  paligemma.to_hf(params, cfg, repo / "snapshots" / commit)
+  (repo / "refs").mkdir()
+  (repo / "refs" / "main").write_text(commit)
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+  back, _ = paligemma.from_hf("hf://acme/tiny-paligemma")
+  flat = flatten_params(params)
+  assert all(np.array_equal(v, flat[k]) for k, v in flatten_params(back).items())

@@ -15,7 +15,7 @@ SECRETS = {
     "HF_TOKEN": "hf_tok_2b8d41e6aa",
     "GOOGLE_APPLICATION_CREDENTIALS": "/secrets/adc-6a0f91.json",
 }
-HEAVY = ("finetune", "evaluate", "evaluate-against")
+HEAVY = ("finetune", "evaluate", "evaluate-2")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_every_target_parses_as_pipeline_spec(compiled):
   for name, (_, spec, platform) in compiled.items():
     message = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
     assert message.pipeline_info.name == "paligemma-finetune", name
-    assert {"download", "convert", "finetune", "evaluate", "evaluate-against", "gate", "condition-1"} <= \
+    assert {"download", "convert", "finetune", "evaluate", "evaluate-2", "gate", "condition-1"} <= \
         set(message.root.dag.tasks), name
     if platform is not None:
       json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())

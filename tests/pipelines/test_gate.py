@@ -81,18 +81,6 @@ def test_champion_and_export_locations():
   assert runtime.export_location("", "run-7", "/fallback") == "/fallback"
 
 
-def test_checkpoint_of_model_dir_and_workdir(tmp_path):
-  model_dir = tmp_path / "model"
-  model_dir.mkdir()
-  (model_dir / "model.json").write_text(json.dumps({"name": "small-v2", "checkpoint": "small-v2.npz"}))
-  assert runtime.checkpoint_of(str(model_dir)) == str(model_dir / "small-v2.npz")
-  workdir = tmp_path / "workdir"
-  workdir.mkdir()
-  (workdir / "config.json").write_text("{}")
-  (workdir / "model.json").write_text(json.dumps({"name": "small-v2"}))
-  assert runtime.checkpoint_of(str(workdir)) == str(workdir)
-
-
 def test_scalar_metrics_flattens_and_drops_non_numbers():
   metrics = {"map50": 0.5, "per_class": {"circle": {"ap": 0.25}}, "malformed": 3, "note": "x", "ok": True}
   assert runtime.scalar_metrics(metrics) == {"map50": 0.5, "per_class/circle/ap": 0.25, "malformed": 3.0}

@@ -1,0 +1,216 @@
+"""Fit planner: will this fine-tuning run fit on that hardware? Answered on a CPU, before renting it.
+
+  python -m components.finetune.plan --model paligemma2-3b-pt-224 --trainable full --batch 32 \
+      --text-len 128 --topology v5e:2x4
+
+It compiles the trainer's real train step (same state, shardings, optimizer, remat, donation) ahead of
+time for the target topology (jax.experimental.topologies; needs the `tpu` extra), with abstract
+parameters from `jax.eval_shape`, so nothing is allocated. It prints per-device memory (weights,
+optimizer state, temporaries), analytic FLOPs per step, whether it fits (the compile succeeds and the
+bound argument + output - alias + temp + code is within HBM), and the largest batch that fits (linear
+in the batch between two compiles, then confirmed by compiling it). The last line is one JSON object.
+See ../shared/reference/TPU_AOT.md for how the numbers relate to real runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+GiB = 2**30
+# HBM per device that the TPU compiler enforces (TPU_AOT.md), by topology prefix.
+HBM_BYTES = {"v4": 30.75 * GiB, "v5e": 15.75 * GiB, "v5p": 95.74 * GiB, "v5": 95.74 * GiB, "v6e": 31.25 * GiB}
+
+
+def _devices(topology: str):
+  """(devices, HBM bytes per device) for `cpu` or a TPU topology name like `v5e:2x4`."""
+  import jax
+  if topology == "cpu":
+    return jax.devices("cpu"), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  m = re.fullmatch(r"(v4|v5e|v5p|v5|v6e):(\d+(?:x\d+){1,2})", topology)
+  if not m:
+    raise ValueError(f"--topology {topology!r}: use cpu or a TPU name like v5e:2x2, v5e:2x4, v5p:2x2x1, "
+                     "v4:2x2x1, v6e:2x2")
+  from jax.experimental import topologies
+  kwargs = {}
+  if m[1] == "v4":
+    kwargs["chip_config_name"] = "megacore"  # 1 device per chip, like a real v4 slice
+  dims = [int(d) for d in m[2].split("x")]
+  if m[1] in ("v5e", "v6e") and len(dims) == 2 and dims[0] * dims[1] <= 8:
+    kwargs["chips_per_host_bounds"] = (dims[0], dims[1], 1)  # single-host slices (v5e-1 ... v5e-8)
+  try:
+    desc = topologies.get_topology_desc(topology_name=topology, platform="tpu", **kwargs)
+  except Exception as e:  # libtpu missing or unknown name
+    raise RuntimeError(f"cannot describe TPU topology {topology!r} ({e}); install the tpu extra: "
+                       "pip install 'paligemma-pipelines[tpu]'") from e
+  return desc.devices, HBM_BYTES[m[1]]
+
+
+def _per_device_bytes(abstract_tree) -> int:
+  import jax
+  import numpy as np
+  total = 0
+  for leaf in jax.tree.leaves(abstract_tree):
+    shape = leaf.sharding.shard_shape(leaf.shape)
+    total += int(np.prod(shape, dtype=np.int64)) * leaf.dtype.itemsize
+  return total
+
+
+def make_config(args):
+  from components.finetune import config as config_lib
+  c = config_lib.defaults() if not args.config else config_lib.load_config(args.config)
+  overrides = dict(model_name=args.model, trainable=args.trainable, batch_size=args.batch, text_len=args.text_len,
+                   checkpoint="", frozen_dtype=args.frozen_dtype, remat_policy=args.remat,
+                   grad_accum_steps=args.grad_accum)
+  for key, value in overrides.items():
+    if value is not None:
+      setattr(c, key, value)
+  if args.optimizer:
+    c.optimizer.name = args.optimizer
+  if args.lora_rank is not None:
+    c.lora.rank = args.lora_rank
+  c.mesh.data, c.mesh.fsdp = 1, -1
+  return c
+
+
+def compile_step(config, devices, batch: int):
+  """Compiles the train step at `batch`. Returns (memory dict, seconds) or raises on out-of-memory."""
+  import jax
+  import jax.numpy as jnp
+  from components import paligemma
+  from components.finetune import sharding, state as state_lib
+  config.unlock()
+  config.batch_size = batch
+  config.lock()
+  mesh = sharding.make_mesh(1, -1, devices=devices)
+  setup = state_lib.build(config, mesh, total_steps=1000)
+  size = paligemma.configs.image_size(setup.source.model_cfg)
+  bs = sharding.batch_sharding(mesh)
+  batch_abs = {"image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=bs),
+               **{k: jax.ShapeDtypeStruct((batch, config.text_len + 1), jnp.int32, sharding=bs)
+                  for k in ("text", "mask_ar", "mask_loss")}}
+  start = time.perf_counter()
+  with jax.set_mesh(mesh):
+    compiled = state_lib.train_step_fn(setup, config).lower(
+        setup.abstract_state, setup.abstract_frozen, batch_abs).compile()
+  seconds = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+          + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
+  return {
+      "weights_bytes_per_device": _per_device_bytes(setup.abstract_state["train"])
+                                  + _per_device_bytes(setup.abstract_frozen),
+      "optimizer_bytes_per_device": _per_device_bytes(setup.abstract_state["opt"]),
+      "temp_bytes_per_device": int(mem.temp_size_in_bytes),
+      "code_bytes_per_device": int(mem.generated_code_size_in_bytes),
+      "peak_bytes_per_device": int(peak),
+  }, seconds, setup
+
+
+def _is_oom(error: Exception) -> bool:
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "exceeds available HBM" in text or "Out of memory" in text
+
+
+def _try(config, devices, batch, hbm):
+  """(fits, memory or None)."""
+  try:
+    mem, _, _ = compile_step(config, devices, batch)
+  except Exception as e:  # noqa: BLE001 - only out-of-memory is an answer; anything else is a bug
+    if _is_oom(e):
+      return False, None
+    raise
+  return mem["peak_bytes_per_device"] <= hbm, mem
+
+
+def largest_batch(config, devices, hbm, batch: int, mem: dict | None, step: int) -> int:
+  """Largest multiple of `step` that fits: a linear estimate from two compiles, then confirmed."""
+  if mem is None:  # the asked batch does not fit: halve until one does
+    b = batch
+    while b > step:
+      b = max(step, (b // 2) // step * step)
+      ok, mem = _try(config, devices, b, hbm)
+      if ok:
+        batch = b
+        break
+    else:
+      return 0
+  other = batch + step * max(1, batch // (2 * step))
+  ok, mem2 = _try(config, devices, other, hbm)
+  if mem2 is None:
+    return batch
+  per_example = max(1, (mem2["peak_bytes_per_device"] - mem["peak_bytes_per_device"]) / (other - batch))
+  guess = int(batch + (hbm - mem["peak_bytes_per_device"]) // per_example) // step * step
+  while guess > batch:
+    ok, _ = _try(config, devices, guess, hbm)
+    if ok:
+      return guess
+    guess = max(batch, int(guess * 0.9) // step * step)
+  return batch
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m components.finetune.plan", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument("--model", required=True, help="model name, e.g. paligemma2-3b-pt-224")
+  parser.add_argument("--trainable", default="full", help="attention | llm | full | freeze-img | regexes")
+  parser.add_argument("--batch", type=int, required=True, help="global batch size")
+  parser.add_argument("--text-len", type=int, default=128)
+  parser.add_argument("--topology", required=True, help="cpu, v5e:1x1, v5e:2x2, v5e:2x4, v5p:2x2x1, v4:2x2x1, v6e:2x2")
+  parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "adafactor"), default=None,
+                      help="default: the config's (adamw)")
+  parser.add_argument("--lora-rank", type=int, default=None)
+  parser.add_argument("--frozen-dtype", default=None, choices=("bfloat16", "float16", "float32"))
+  parser.add_argument("--remat", default=None, help="jax.checkpoint_policies name or none")
+  parser.add_argument("--grad-accum", type=int, default=None)
+  parser.add_argument("--config", default=None, help="start from a finetune config file instead of the defaults")
+  parser.add_argument("--no-search", action="store_true", help="skip the largest-batch search")
+  args = parser.parse_args(argv)
+
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host compiles; the TPU exists only as a description
+  # No TPU is touched, so concurrent planners need not take libtpu's one-process lock.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  import jax
+  from components.finetune import flops, params
+  devices, hbm = _devices(args.topology)
+  config = make_config(args)
+  if args.batch % len(devices):
+    parser.error(f"--batch {args.batch} must be a multiple of the {len(devices)} devices of {args.topology}")
+  print(f"{args.model}, trainable={config.trainable}, optimizer={config.optimizer.name}, batch {args.batch}, "
+        f"text length {args.text_len} on {args.topology} ({len(devices)} x {devices[0].device_kind}, "
+        f"{hbm / GiB:.2f} GiB each)", flush=True)
+
+  start = time.perf_counter()
+  fits, mem = _try(config, devices, args.batch, hbm)
+  source = params.resolve_model(config)
+  abstract = params.abstract_params(__import__("components").paligemma.Model(**source.model_cfg), source.model_cfg)
+  flops_per_step = args.batch * flops.train_flops_per_example(abstract, source.model_cfg, args.text_len)
+  result = {"model": args.model, "topology": args.topology, "devices": len(devices), "batch": args.batch,
+            "text_len": args.text_len, "trainable": config.trainable, "optimizer": config.optimizer.name,
+            "hbm_bytes_per_device": int(hbm), "fits": bool(fits), "flops_per_step": flops_per_step,
+            "compile_seconds": round(time.perf_counter() - start, 1)}
+  if mem is None:
+    print("does NOT fit: the compiler ran out of device memory at this batch", flush=True)
+    result.update(peak_bytes_per_device=None)
+  else:
+    result.update(mem)
+    print(f"per device: weights {mem['weights_bytes_per_device'] / GiB:.2f} GiB, optimizer "
+          f"{mem['optimizer_bytes_per_device'] / GiB:.2f} GiB, temporaries {mem['temp_bytes_per_device'] / GiB:.2f} "
+          f"GiB, peak bound {mem['peak_bytes_per_device'] / GiB:.2f} of {hbm / GiB:.2f} GiB -> "
+          f"{'fits' if fits else 'does NOT fit'}", flush=True)
+  print(f"FLOPs per step (analytic, forward + backward): {flops_per_step:.3e}", flush=True)
+  if not args.no_search:
+    best = largest_batch(config, devices, hbm, args.batch, mem if fits else None, len(devices))
+    result["max_batch"] = best
+    print(f"largest batch that fits: {best}" if best else "no batch fits (try --trainable attention, LoRA, "
+          "or a bigger topology)", flush=True)
+  print(json.dumps(result), flush=True)
+  del jax
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
