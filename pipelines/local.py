@@ -17,10 +17,6 @@ import sys
 import time
 import warnings
 
-from pipelines import local_demo, synthetic
-from pipelines.dag import build_pipeline
-from pipelines.targets import get_target
-
 log = logging.getLogger("pipelines.local")
 
 
@@ -62,10 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None) -> dict:
   """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them."""
+  from components import paligemma
+  from pipelines import local_demo, synthetic
+
   demo = dict(local_demo.DEMO)
   demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images)) if v})
-  from components import paligemma
-
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
   start = time.monotonic()
   dataset = synthetic.make_detection_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
@@ -105,6 +102,8 @@ def run(arguments: dict, output: str) -> dict:
   import kfp.local
 
   from pipelines import champion, kfp_local_fix, runtime
+  from pipelines.dag import build_pipeline
+  from pipelines.targets import get_target
 
   # The local runner runs each step in this interpreter (no containers, no per-step venv).
   kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),

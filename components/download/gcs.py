@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import shutil
 import threading
 
 import google.auth.exceptions
@@ -100,6 +101,10 @@ def _plan_chunks(blob: storage.Blob, part: str, journal_path: str, chunk_bytes: 
                                                                                  chunk_bytes):
       journal = None
   if journal is None:
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(part))).free
+    if free < blob.size:
+      raise DownloadError(f"{blob.name} needs {files.human(blob.size)} but {os.path.dirname(part)} has "
+                          f"{files.human(free)} free: make room or choose another --output / --cache-dir")
     journal = {"generation": blob.generation, "size": blob.size, "chunk": chunk_bytes, "done": []}
     with open(part, "wb") as f:
       f.truncate(blob.size)

@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 
-import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 

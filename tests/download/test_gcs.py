@@ -152,3 +152,15 @@ def test_killed_download_resumes_from_its_journal(gcs, make_npz, tmp_path):
   assert chunk_starts(gcs.gcs.media, "six.npz") == sorted(set(range(0, len(data), MiB)) - set(done))
   assert "resuming gs://weights/pg/six.npz: 3.0 MiB" in result.stderr
   assert not journal.exists()
+
+
+def test_too_little_disk_is_a_clear_error(gcs, tmp_path, monkeypatch):
+  import collections
+  import shutil
+
+  usage = collections.namedtuple("usage", "total used free")
+  real = shutil.disk_usage
+  monkeypatch.setattr("components.download.gcs.shutil.disk_usage",
+                      lambda path: usage(*real(path)[:2], 1000) if str(tmp_path) in str(path) else real(path))
+  with pytest.raises(DownloadError, match=r"needs [\d.]+ KiB but .* has 1000 B free"):
+    download_model("tiny-v2", str(tmp_path / "m"), source="gs://weights/pg/tiny.npz")
