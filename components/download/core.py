@@ -92,6 +92,9 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
   # The checkpoint.
   ckpt_key = {"source": p.checkpoint.uri, "dtype": p.dtype if p.checkpoint.kind is Kind.HF else None}
   ckpt_name, stale = out.lookup(manifest, ckpt_key)
+  # What an earlier run into DIR resolved for this same checkpoint (saves asking the source again).
+  previous = out.previous_model_json(ckpt_name) if ckpt_name else None
+  previous_tok = manifest["files"].get(TOKENIZER, {}).get("source") if ckpt_name else None
   snapshot_dir = None
   if ckpt_name is None:
     ckpt_name, entry, snapshot_dir, hf_cfg = _with_retries(
@@ -103,7 +106,8 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
     entries[ckpt_name] = manifest["files"][ckpt_name]
 
   # The tokenizer: --tokenizer, else the one beside the checkpoint (hf repo, model dir), else the default.
-  tok_source = p.tokenizer or _tokenizer_beside(p.checkpoint, snapshot_dir) or sources.parse(DEFAULT_TOKENIZER)
+  tok_source = (p.tokenizer or (sources.parse(previous_tok) if previous_tok else None)
+                or _tokenizer_beside(p.checkpoint, snapshot_dir) or sources.parse(DEFAULT_TOKENIZER))
   tok_key = {"source": tok_source.uri, "dtype": None}
   tok_name, stale = out.lookup(manifest, tok_key, TOKENIZER)
   if tok_name is None:
@@ -114,8 +118,9 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
     entries[TOKENIZER] = manifest["files"][TOKENIZER]
 
   # model.json, then the manifest that marks the directory complete.
-  name = p.name or _name_beside(p.checkpoint) or ckpt_name.removesuffix(".npz")
-  model_cfg = p.model_cfg or _model_cfg_beside(p.checkpoint) or out.previous_model_cfg(ckpt_name)
+  beside = None if previous else _model_json_beside(p.checkpoint)
+  name = p.name or (previous or beside or {}).get("name") or ckpt_name.removesuffix(".npz")
+  model_cfg = p.model_cfg or _model_cfg_of(previous or beside)
   if model_cfg is None:
     raise DownloadError(f"cannot tell which model {p.checkpoint.uri} is: pass its configuration name, e.g. "
                         f"--model paligemma2-3b-pt-224 --source {p.checkpoint.uri}")
@@ -158,10 +163,8 @@ def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None) 
   elif src.kind is Kind.KAGGLE:
     files.place(kaggle.download(src, None, force), dest)
   elif src.kind is Kind.HF:
-    snap, _ = hf.snapshot(src, opts.hf_token, force, allow_patterns=[TOKENIZER])
+    snap, _ = hf.snapshot(src, opts.hf_token, force, only=TOKENIZER)
     hf.verify_snapshot(snap)
-    if not os.path.exists(os.path.join(snap, TOKENIZER)):
-      raise DownloadError(f"{src.uri} has no {TOKENIZER}: give the tokenizer with --tokenizer URI")
     files.place(os.path.realpath(os.path.join(snap, TOKENIZER)), dest)
   else:
     if not os.path.isfile(src.uri):
@@ -258,14 +261,8 @@ def _model_json_beside(src: Source) -> dict | None:
   return json.loads(text) if text else None
 
 
-def _model_cfg_beside(src: Source) -> dict | None:
-  model_json = _model_json_beside(src)
+def _model_cfg_of(model_json: dict | None) -> dict | None:
   return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")} if model_json else None
-
-
-def _name_beside(src: Source) -> str | None:
-  model_json = _model_json_beside(src)
-  return model_json.get("name") if model_json else None
 
 
 def _tokenizer_beside(src: Source, snapshot_dir: str | None) -> Source | None:

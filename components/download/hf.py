@@ -1,12 +1,19 @@
-"""Hugging Face hub downloads: a snapshot of the transformers-layout files, converted to big_vision's .npz.
+"""Hugging Face hub downloads: the transformers-layout files of a repo, converted to big_vision's .npz.
 
-huggingface_hub keeps its cache in `$HF_HUB_CACHE` (blobs + per-commit snapshots), resumes a partial blob
-from its `.incomplete` file, and with a pinned commit (`hf://org/repo@<40 hex>`) serves a cached snapshot
-without any request. The token comes from `HF_TOKEN` or a mounted file (`--hf-credentials`).
+Files are fetched one by one with `hf_hub_download` (HEAD + GET on the hub's resolve API), all pinned to
+the commit the first one resolves to: `config.json`, then the weights named by
+`model.safetensors.index.json` (or `model.safetensors`), then `tokenizer.model` when the repo has one.
+Unlike `snapshot_download` this needs no repo-listing API, so mirrors and proxies that serve only the
+resolve API work too. huggingface_hub keeps its cache in `$HF_HUB_CACHE` (blobs + per-commit snapshots),
+resumes a partial blob from its `.incomplete` file, and with a pinned commit (`hf://org/repo@<40 hex>`)
+serves cached files without any request. The token comes from `HF_TOKEN` or a mounted file
+(`--hf-credentials`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 
@@ -17,8 +24,8 @@ from components.download import files, secrets
 from components.download.errors import ChecksumError, DownloadError
 from components.download.sources import Source, hf_parts
 
-# The weights, their index, the configs and the sentencepiece model; nothing else (no .bin / .gguf copies).
-ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model"]
+CONFIG, WEIGHTS, WEIGHTS_INDEX, TOKENIZER = ("config.json", "model.safetensors", "model.safetensors.index.json",
+                                             "tokenizer.model")
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +43,50 @@ def read_token_file(path: str) -> str:
 
 
 def snapshot(source: Source, token: str | None = None, force: bool = False,
-             allow_patterns: list[str] = ALLOW_PATTERNS) -> tuple[str, str]:
-  """(local snapshot directory, commit hash) of the files of hf:// `source` that match `allow_patterns`."""
+             only: str | None = None) -> tuple[str, str]:
+  """(local snapshot directory, commit hash) of hf:// `source`: the checkpoint's files, or just the file
+  `only` (e.g. the tokenizer)."""
+  repo, revision = hf_parts(source)
+  with _clear_errors(source):
+    first = only or CONFIG
+    path = _fetch(repo, first, revision, token, force, source)
+    snap = os.path.dirname(path)
+    commit = os.path.basename(snap)
+    if only is None:
+      for name in _weight_files(repo, commit, token, force, source):
+        _fetch(repo, name, commit, token, force, source)
+      with contextlib.suppress(hf_errors.EntryNotFoundError):
+        huggingface_hub.hf_hub_download(repo, TOKENIZER, revision=commit, token=token, force_download=force)
+  return snap, commit
+
+
+def _weight_files(repo: str, commit: str, token: str | None, force: bool, source: Source) -> list[str]:
+  try:
+    index = huggingface_hub.hf_hub_download(repo, WEIGHTS_INDEX, revision=commit, token=token, force_download=force)
+  except hf_errors.EntryNotFoundError:
+    return [WEIGHTS]
+  with open(index) as f:
+    weight_map = json.load(f).get("weight_map", {})
+  if not weight_map:
+    raise DownloadError(f"{source.uri}: {WEIGHTS_INDEX} names no weight files")
+  return sorted(set(weight_map.values()))
+
+
+def _fetch(repo: str, name: str, revision: str | None, token: str | None, force: bool, source: Source) -> str:
+  try:
+    return huggingface_hub.hf_hub_download(repo, name, revision=revision, token=token, force_download=force)
+  except hf_errors.EntryNotFoundError:
+    hint = "is this a transformers PaliGemma repo?" if name != TOKENIZER else "give the tokenizer with --tokenizer URI"
+    raise DownloadError(f"{source.uri} has no {name}: {hint}") from None
+
+
+@contextlib.contextmanager
+def _clear_errors(source: Source):
+  """Turns the hub's HTTP errors into errors that say what to do."""
   repo, revision = hf_parts(source)
   page = f"https://huggingface.co/{repo}"
   try:
-    path = huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=allow_patterns, token=token,
-                                             force_download=force)
+    yield
   except hf_errors.GatedRepoError:
     raise DownloadError(f"{source.uri} is gated (HTTP 401/403): accept the model's licence at {page} and set HF_TOKEN "
                         "(or --hf-credentials FILE) to a token of that account") from None
@@ -53,10 +97,11 @@ def snapshot(source: Source, token: str | None = None, force: bool = False,
     raise DownloadError(f"the hub has no repository {repo} it will show you (HTTP {status}): check the name; if it is "
                         f"private or gated, accept its licence at {page} and set HF_TOKEN (or --hf-credentials "
                         "FILE)") from None
+  except hf_errors.LocalEntryNotFoundError as e:
+    raise DownloadError(f"cannot reach the hub for {source.uri} and it is not in the cache ({e})") from None
   except hf_errors.HfHubHTTPError as e:
     status = e.response.status_code if e.response is not None else None
     raise DownloadError(f"the hub answered HTTP {status} for {source.uri}; try again later") from None
-  return path, os.path.basename(os.path.normpath(path))
 
 
 def convert(snapshot_dir: str, out_path: str, dtype: str | None) -> dict:

@@ -46,16 +46,17 @@ class ModelDir:
       manifest = {}
     return manifest if isinstance(manifest.get("files"), dict) else {"files": {}}
 
-  def previous_model_cfg(self, checkpoint: str) -> dict | None:
-    """The model_cfg of the model.json already in DIR for `checkpoint` (a re-run that fetched nothing)."""
+  def previous_model_json(self, checkpoint: str) -> dict | None:
+    """The model.json already in DIR, if it describes `checkpoint`."""
     if self.remote:
       text = gcs.read_text(f"{self.uri}/{MODEL_JSON}", self._gcs)
     else:
       text = read_if_file(self.local(MODEL_JSON))
-    model_json = json.loads(text) if text else {}
-    if model_json.get("checkpoint") != checkpoint:
+    try:
+      model_json = json.loads(text) if text else {}
+    except json.JSONDecodeError:
       return None
-    return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")}
+    return model_json if model_json.get("checkpoint") == checkpoint else None
 
   def lookup(self, manifest: dict, key: dict, name: str | None = None) -> tuple[str | None, bool]:
     """(name of the file in DIR from the same source whose bytes still match the manifest, or None;

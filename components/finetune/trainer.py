@@ -33,20 +33,29 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. inside a notebook worker): no preemption hook
+      self._previous = None
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
   def should_stop(self, step: int) -> bool:
     if jax.process_count() == 1:
       return self.requested
     # Every host must stop at the same step; one small all-reduce of the flags.
     return bool(np.max(multihost_utils.process_allgather(np.int32(self.requested))))
+
+
+def _duration(seconds: float) -> str:
+  minutes, secs = divmod(int(seconds), 60)
+  return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def _global_batch(local: dict, batch_sharding) -> dict:
@@ -174,7 +183,7 @@ def train(config, workdir: str) -> dict:
                    step, total_steps, loss, lr, config.batch_size / seconds,
                    config.batch_size * seq_len / seconds,
                    "n/a" if utilisation is None else f"{100 * utilisation:.1f}%",
-                   time.strftime("%H:%M:%S", time.gmtime(eta)))
+                   _duration(eta))
           metrics.write(step, loss=loss, lr=lr, grad_norm=float(step_metrics["grad_norm"]),
                         examples_per_s=config.batch_size / seconds,
                         tokens_per_s=config.batch_size * seq_len / seconds, mfu=utilisation)

@@ -49,8 +49,8 @@ def write(path: pathlib.Path, items: list[tuple[str, np.dtype, tuple, Callable]]
 class Progress:
   """Log lines with bytes, rate and ETA, at most every 10 s."""
 
-  def __init__(self, total: int):
-    self.total, self.done, self.start, self.last = total, 0, time.monotonic(), 0.0
+  def __init__(self, total: int, verb: str = "wrote"):
+    self.total, self.verb, self.done, self.start, self.last = total, verb, 0, time.monotonic(), 0.0
 
   def advance(self, nbytes: int, where: str) -> None:
     self.done += nbytes
@@ -59,5 +59,5 @@ class Progress:
       return
     self.last = now
     rate = self.done / max(now - self.start, 1e-9)
-    log.info("wrote %s: %.2f/%.2f GB (%.0f MB/s, ETA %.0f s)", where, self.done / 1e9, self.total / 1e9,
+    log.info("%s %s: %.2f/%.2f GB (%.0f MB/s, ETA %.0f s)", self.verb, where, self.done / 1e9, self.total / 1e9,
              rate / 1e6, (self.total - self.done) / rate)

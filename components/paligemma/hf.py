@@ -191,6 +191,7 @@ def from_hf(path: str | os.PathLike) -> tuple[dict, dict]:
     tensors = _open_tensors(directory, stack)
     dims, model_cfg = _dims_and_cfg(config, tensors, config_path)
     shapes, flat, used = layout.bv_shapes(dims), {}, set()
+    progress = safetensors_io.Progress(sum(f.stat().st_size for f in _files(directory)), verb="read")
     for e in layout.entries(dims):
       if e.hf not in tensors:
         raise ValueError(f"{directory}: tensor {layout.serialized_name(e.hf)!r} is missing (needed for {e.bv})")
@@ -207,6 +208,7 @@ def from_hf(path: str | os.PathLike) -> tuple[dict, dict]:
         flat[e.bv] = np.empty(shapes[e.bv], y.dtype)
       flat[e.bv][e.index] = layout.TRANSFORMS[e.kind].from_hf(y, s)
       used.add(e.hf)
+      progress.advance(y.nbytes, stored)
     _check_leftovers(directory, tensors, used, flat)
   return unflatten_params(flat), model_cfg
 
@@ -223,8 +225,7 @@ def _local_dir(path: str) -> pathlib.Path:
                             f"`python -m components.download --model {path} --output DIR`") from e
 
 
-def _open_tensors(directory: pathlib.Path, stack: contextlib.ExitStack) -> dict[str, tuple[Any, str]]:
-  """Canonical name -> (open safetensors file, stored name), over every shard."""
+def _files(directory: pathlib.Path) -> list[pathlib.Path]:
   index = directory / "model.safetensors.index.json"
   if index.is_file():  # sharded: the index names the files (others in the directory may be stale)
     files = sorted({directory / f for f in json.loads(index.read_text())["weight_map"].values()})
@@ -233,8 +234,13 @@ def _open_tensors(directory: pathlib.Path, stack: contextlib.ExitStack) -> dict[
   if not files:
     raise FileNotFoundError(f"{directory} has no .safetensors files (PyTorch .bin checkpoints are not read: "
                             "convert them with transformers' save_pretrained(safe_serialization=True))")
+  return files
+
+
+def _open_tensors(directory: pathlib.Path, stack: contextlib.ExitStack) -> dict[str, tuple[Any, str]]:
+  """Canonical name -> (open safetensors file, stored name), over every shard."""
   tensors = {}
-  for file in files:
+  for file in _files(directory):
     handle = stack.enter_context(safe_open(file, framework="np"))
     for stored in handle.keys():
       tensors[layout.canonical_name(stored)] = (handle, stored)

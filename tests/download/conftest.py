@@ -216,8 +216,9 @@ class KaggleServer(_Server):
 
 # -------------------------------------------------------------------------------------------------- hub
 class _HubHandler(_Handler):
-  """The hub's API for snapshot_download: repo info, tree listing, resolve (HEAD + GET) with ETag,
-  X-Repo-Commit, Content-Length, Range; gated repos answer 401 without the right token."""
+  """The hub's resolve API only (HEAD + GET with ETag, X-Repo-Commit, Content-Length, Range; X-Error-Code
+  on errors; gated repos answer 401 without the right token). No repo-listing API: what the download
+  step needs must work without it."""
 
   def do_HEAD(self):
     self._serve(head=True)
@@ -229,18 +230,6 @@ class _HubHandler(_Handler):
     self.record()
     path = urllib.parse.urlparse(self.path).path
     srv = self.server
-    if m := re.match(r"^/api/models/([^/]+/[^/]+)/(revision|tree)/([^/]+)(/.*)?$", path):
-      repo_id, what, revision = m.group(1), m.group(2), urllib.parse.unquote(m.group(3))
-      repo = self._repo(repo_id, revision)
-      if repo is None:
-        return
-      if what == "revision":
-        return self.send_json({"id": repo_id, "sha": repo["commit"], "private": False,
-                               "siblings": [{"rfilename": n} for n in repo["files"]]})
-      return self.send_json([
-          {"type": "file", "path": n, "size": len(d), "oid": _git_sha1(d),
-           **({"lfs": {"oid": hashlib.sha256(d).hexdigest(), "size": len(d), "pointerSize": 134}} if _lfs(n) else {})}
-          for n, d in repo["files"].items()])
     if m := re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path):
       repo_id, revision, file = m.group(1), urllib.parse.unquote(m.group(2)), m.group(3)
       repo = self._repo(repo_id, revision)

@@ -57,6 +57,9 @@ def test_gs_source_and_default_tokenizer(gcs, tiny_files, tmp_path):
   assert json.loads((out / "model.json").read_text()) == {**configs.model_config("tiny-v2"), "name": "tiny-v2",
                                                            "checkpoint": "tiny.npz"}
   assert not [f for f in os.listdir(out) if "partial" in f or ".tmp" in f]
+  gcs.gcs.reset()
+  download_model("tiny-v2", str(out), source="gs://weights/pg/tiny.npz")  # verified in DIR: no request at all
+  assert gcs.gcs.requests == []
 
 
 def test_released_name_from_a_gcs_mirror(gcs, tiny_files, tmp_path):
@@ -74,6 +77,10 @@ def test_model_directory_on_gcs_as_source(gcs, tiny_files, tmp_path):
   assert json.loads((out / "model.json").read_text())["name"] == "tiny-v2"
   download_model("gs://models/tiny", str(tmp_path / "copy2"))  # the directory stands for its checkpoint
   assert (tmp_path / "copy2" / "tiny.npz").read_bytes() == tiny_files["npz"]
+  gcs.gcs.reset()
+  download_model("gs://models/tiny/tiny.npz", str(out))  # a re-run asks GCS for nothing
+  assert gcs.gcs.requests == []
+  assert json.loads((out / "model.json").read_text())["name"] == "tiny-v2"
   assert json.loads((out / "manifest.json").read_text())["files"]["tokenizer.model"]["source"] == (
       "gs://models/tiny/tokenizer.model")
 

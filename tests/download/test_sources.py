@@ -67,3 +67,21 @@ def test_local_model_directory_as_source(tiny_files, tmp_path):
     assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
   with pytest.raises(DownloadError, match="directory without model.json"):
     download_model(str(first), str(tmp_path / "c"))
+
+
+def test_unusual_files_are_warned_about(tiny_files, tmp_path, caplog):
+  import io
+
+  import numpy as np
+
+  from components.download import download_model
+
+  buf = io.BytesIO()
+  np.savez(buf, weights=np.zeros(3, np.float32))
+  (tmp_path / "other.npz").write_bytes(buf.getvalue())
+  (tmp_path / "tok.model").write_bytes(b"not a sentencepiece proto")
+  download_model("tiny-v2", str(tmp_path / "m"), source=str(tmp_path / "other.npz"),
+                 tokenizer=str(tmp_path / "tok.model"))
+  assert "does not look like a PaliGemma checkpoint: its arrays are under ['weights']" in caplog.text
+  assert "tokenizer.model is not a sentencepiece model" in caplog.text
+  assert (tmp_path / "m" / "other.npz").read_bytes() == buf.getvalue()

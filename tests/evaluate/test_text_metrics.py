@@ -87,3 +87,9 @@ def test_duplicate_prediction_rows_are_an_error():
            {"image": "a", "prefix": "ocr", "prediction": "y", "_line": 4}]
   with pytest.raises(ValueError, match="line 4.*first on line 1"):
     score("ocr", preds, [{"image": "a", "prefix": "ocr", "suffix": "x"}])
+
+
+def test_an_answers_list_in_a_reference_row_gives_the_human_answers():
+  refs = [{"image": "a", "prefix": "answer en q", "suffix": "yes", "answers": ["yes"] * 2 + ["no"] * 8}]
+  metrics, _ = score("vqa", [{"image": "a", "prefix": "answer en q", "prediction": "yes"}], refs)
+  assert metrics["accuracy"] == pytest.approx((2 * 1 / 3 + 8 * 2 / 3) / 10)

@@ -30,6 +30,10 @@ def mixed_prompts(io, lengths, seed=0):
           "mask_input": (text != 0).astype(np.int32), "mask_ar": np.zeros_like(text)}
 
 
+def jitted(model, method, **static):
+  return jax.jit(lambda params, *args: model.apply({"params": params}, *args, method=method, **static))
+
+
 def cut_at_eos(tokens, eos):
   out = np.array(tokens)
   for row in out:
@@ -61,17 +65,16 @@ def test_prefill_and_extend_logits_equal_the_forward_pass(bigvision_fixtures):
   """First token from uncapped prefill logits, later ones from soft-capped logits (big_vision's decoding)."""
   model, params, batch, io = fixture(bigvision_fixtures, "tiny_v2", cache_dtype="float32")
   batch = mixed_prompts(io, [3, 5])
-  v = {"params": params}
-  logits0, cache = model.apply(v, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"],
-                               cache_size=16 + 6 + 2, method=model.prefill)
+  prefill = jitted(model, model.prefill, cache_size=16 + 6 + 2)
+  logits0, cache = prefill(params, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"])
   token = jnp.argmax(logits0, -1)
-  logits1, _ = model.apply(v, token, cache, method=model.extend)
+  logits1, _ = jitted(model, model.extend)(params, token, cache)
 
   lengths = batch["mask_input"].sum(1)
   text = np.array(batch["text"])
   text[np.arange(2), lengths] = token
   mask_ar = np.where(np.arange(6) < lengths[:, None], 0, 1)
-  full, _ = model.apply(v, batch["image"], text, mask_ar)
+  full, _ = jitted(model, model.__call__)(params, batch["image"], text, mask_ar)
   np.testing.assert_allclose(logits0, full[np.arange(2), lengths - 1], atol=1e-5, rtol=0)
   np.testing.assert_allclose(logits1, 30 * jnp.tanh(full[np.arange(2), lengths] / 30), atol=1e-5, rtol=0)
 
@@ -112,13 +115,13 @@ def test_beam_as_wide_as_the_vocabulary_finds_the_best_sequence(bigvision_fixtur
   vocab, eos = 300, 1
   tokens, logprobs = decode(model, params, batch, max_decode_len=2, sampler="beam:300", return_logprobs=True)
 
-  v = {"params": params}
-  logits0, cache = model.apply(v, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"],
-                               cache_size=16 + 6 + 2, method=model.prefill)
+  prefill = jitted(model, model.prefill, cache_size=16 + 6 + 2)
+  logits0, cache = prefill(params, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"])
+  extend = jitted(model, model.extend)
   for row in range(2):
     lp0 = jax.nn.log_softmax(logits0[row])
     row_cache = jax.tree.map(lambda x: jnp.repeat(x[row:row + 1], vocab, axis=0), cache)
-    logits1, _ = model.apply(v, jnp.arange(vocab), row_cache, method=model.extend)
+    logits1, _ = extend(params, jnp.arange(vocab), row_cache)
     scores = lp0[:, None] + jax.nn.log_softmax(logits1)  # [t1, t2]
     best = max(float(lp0[eos]), float(jnp.where(jnp.arange(vocab)[:, None] == eos, -jnp.inf, scores).max()))
     np.testing.assert_allclose(float(logprobs[row].sum()), best, atol=1e-5)
@@ -165,3 +168,18 @@ def test_eight_devices_give_the_same_tokens_as_one(bigvision_fixtures, sampler):
   assert len(eight[0].sharding.device_set) == 8
   np.testing.assert_array_equal(eight[0], one[0])
   np.testing.assert_allclose(eight[1], one[1], atol=1e-5)
+
+
+def test_rows_that_pad_the_batch_come_back_empty(bigvision_fixtures):
+  model, params, batch, io = fixture(bigvision_fixtures, "tiny_v2")
+  eos = int(io["dec_tokens"][0, 1])  # row 0 ends at its second token; row 1 would never stop
+  assert eos not in io["dec_tokens"][1]
+  tokens = decode(model, params, {**batch, "_mask": np.array([True, False])}, max_decode_len=5, eos_token=eos)
+  np.testing.assert_array_equal(tokens[0], [*io["dec_tokens"][0, :2], 0, 0, 0])
+  np.testing.assert_array_equal(tokens[1], 0)  # a padding row comes back empty
+  np.testing.assert_array_equal(decode(model, params, batch, max_decode_len=5, eos_token=eos)[1], io["dec_tokens"][1])
+
+
+def test_unscanned_model_decodes_the_same(bigvision_fixtures):
+  model, params, batch, io = fixture(bigvision_fixtures, "tiny_v1", scan=False)
+  np.testing.assert_array_equal(decode(model, params, batch, max_decode_len=5, sampler="beam:1"), io["dec_tokens"])

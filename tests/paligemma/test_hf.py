@@ -219,3 +219,49 @@ def test_from_hf_reads_a_repo_from_the_local_hub_cache(tmp_path, monkeypatch):
   back, _ = paligemma.from_hf("hf://acme/tiny-paligemma")
   flat = flatten_params(params)
   assert all(np.array_equal(v, flat[k]) for k, v in flatten_params(back).items())
+
+
+def test_from_hf_fills_transformers_defaults_of_a_terse_hub_config(tmp_path):
+  """The released checkpoints' config.json leaves most fields to transformers' defaults (head_dim, the
+  Gemma 2 softcaps and query scalar, image_size); sizes then come from the tensors."""
+  cfg = configs.model_config("tiny-v2")
+  cfg["llm"]["head_dim"] = 8  # neither Gemma's default (256) nor width/heads: must come from the tensors
+  params = random_params(cfg, seed=7)
+  paligemma.to_hf(params, cfg, tmp_path)
+  full = json.loads((tmp_path / "config.json").read_text())
+  keep_text = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+               "num_key_value_heads", "vocab_size", "query_pre_attn_scalar")
+  keep_vision = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                 "patch_size", "projection_dim", "vision_use_head")
+  terse = {"architectures": full["architectures"], "model_type": "paligemma", "image_token_index": 300,
+           "text_config": {k: full["text_config"][k] for k in keep_text},
+           "vision_config": {k: full["vision_config"][k] for k in keep_vision}}
+  (tmp_path / "config.json").write_text(json.dumps(terse))
+  back, back_cfg = paligemma.from_hf(tmp_path)
+  llm = configs.resolve_llm(back_cfg["llm"])
+  assert llm["attn_logits_softcap"] == 50.0 and llm["final_logits_softcap"] == 30.0  # Gemma2Config defaults
+  assert configs.resolve_img(back_cfg["img"]) == configs.resolve_img(cfg["img"])
+  flat = flatten_params(params)
+  assert all(np.array_equal(v, flat[k]) for k, v in flatten_params(back).items())
+
+
+@pytest.mark.parametrize("name", ["paligemma-3b-pt-224", "paligemma2-3b-pt-448", "paligemma2-28b-pt-224"])
+def test_full_size_names_and_shapes_match_transformers(name):
+  """Released sizes, built without memory: our names and shapes for every tensor equal those of transformers'
+  own model built from the config we export (meta device)."""
+  import types
+
+  from components.paligemma import _hf_layout as layout
+  from components.paligemma import hf
+
+  cfg = configs.model_config(name)
+  dims = layout.dims_from_params({k: types.SimpleNamespace(shape=s) for k, s in param_shapes(cfg).items()})
+  bv = layout.bv_shapes(dims)
+  ours = {e.hf: tuple(layout.TRANSFORMS[e.kind].hf_shape(bv[e.bv][len(e.index):])) for e in layout.entries(dims)}
+  config = hf._hf_config(dims, configs.resolve_llm(cfg["llm"]), configs.resolve_img(cfg["img"]), np.dtype("float32"))
+  with torch.device("meta"):
+    model = transformers.PaliGemmaForConditionalGeneration(transformers.PaliGemmaConfig.from_dict(config))
+  theirs = {layout.canonical_name(k): tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+  assert ours == theirs
+  assert config["image_token_index"] == 257_152 and config["text_config"]["vocab_size"] == 257_216
+  assert model.config.text_config.num_image_tokens == configs.num_image_tokens(cfg)

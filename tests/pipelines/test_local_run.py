@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::FutureWarning")]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = dict(total_steps=2, batch_size=4, eval_limit=4)
+TINY = dict(total_steps=2, batch_size=8, eval_limit=4)  # batch: a multiple of the 8 test devices
 
 
 def write_champion(path, value):
@@ -40,7 +40,7 @@ def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path):
 
   kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
   kfp_local_fix.install()
-  task = pipeline(**arguments, **TINY, export_uri=str(tmp_path / "models"))
+  task = pipeline(**{**arguments, **TINY, "export_uri": str(tmp_path / "models")})
 
   with open(task.output.path) as f:
     decision = json.load(f)
@@ -63,7 +63,7 @@ def test_pipelines_local_end_to_end(tmp_path):
   write_champion(champion, -1.0)  # any model beats it: exercise export and promotion
   result = subprocess.run(
       [sys.executable, "-m", "pipelines.local", "--output", str(out), "--train-images", "8", "--valid-images", "4",
-       "--steps", "2", "--batch", "4", "--eval-limit", "4", "--champion", str(champion)],
+       "--steps", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion)],
       cwd=REPO, capture_output=True, text=True, timeout=1800)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())

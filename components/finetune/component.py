@@ -1,0 +1,47 @@
+"""The finetune step as a KFP component: a typed signature whose body calls the same core as the CLI.
+
+`finetune_model` reads a model directory (components.download) and a dataset directory
+(components.convert) as input artifacts and writes the finetune workdir to its `tuned_model` output
+artifact, so evaluate and export receive it with lineage. A retried task (preemption) finds its own
+checkpoints in the same output URI and resumes.
+(No `from __future__ import annotations` here: KFP reads the annotations as types.)
+"""
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from pipelines.images import image_uri
+
+
+def run_finetune(config: str, workdir: str, data_dir: str, checkpoint: str = "", overrides: tuple = ()) -> dict:
+  """Loads a shipped config (by name) or a config file, applies overrides, trains. Returns the result."""
+  import os
+
+  from components.finetune import config as config_lib, distributed, trainer
+
+  if not config.endswith(".py"):
+    config = os.path.join(os.path.dirname(__file__), "configs", f"{config}.py")
+  settings = [f"data_dir={data_dir}"] + ([f"checkpoint={checkpoint}"] if checkpoint else []) + list(overrides)
+  distributed.initialize()
+  return trainer.train(config_lib.load_config(config, settings), workdir)
+
+
+def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_model: Output[Model],
+                    train_metrics: Output[Metrics], config: str = "notebook_attention_sgd",
+                    overrides: list = []) -> str:  # noqa: B006 (KFP reads the default; never mutated)
+  """PaliGemma fine-tuning -> a workdir (config.json, model.json, tokenizer.model, checkpoints/, metrics)."""
+  import json
+
+  from components.finetune.component import run_finetune
+
+  result = run_finetune(config, tuned_model.path, dataset.path, base_model.path, tuple(overrides))
+  for name in ("loss", "val_loss"):
+    if result.get(name) is not None:
+      train_metrics.log_metric(name, float(result[name]))
+  tuned_model.metadata.update({"config": config, "step": result["step"], "status": result["status"]})
+  if result["status"] != "done":
+    raise RuntimeError(f"finetune stopped early ({result['status']}) at step {result['step']}; "
+                       "retry the task to resume from its checkpoint")
+  return json.dumps(result)
+
+
+finetune_model = dsl.component(_finetune_model, base_image=image_uri("tpu"), install_kfp_package=False)

@@ -1,0 +1,53 @@
+"""The fit planner compiles the real train step for a TPU topology on this CPU machine (needs the tpu
+extra: libtpu) and ends with one JSON line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from _finetune_helpers import REPO
+
+
+def _plan(*args, timeout=1500) -> tuple[dict, str]:
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TPU_ACCELERATOR_TYPE": "v5litepod-4",
+         "TPU_WORKER_HOSTNAMES": "localhost"}
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, "-m", "components.finetune.plan", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  lines = [line for line in proc.stdout.splitlines() if line.strip()]
+  return json.loads(lines[-1]), proc.stdout
+
+
+def _need_libtpu():
+  try:
+    import libtpu  # noqa: F401
+  except ImportError:
+    pytest.skip("libtpu not installed: pip install 'paligemma-pipelines[tpu]' to compile for TPU topologies")
+
+
+def test_planner_on_a_tiny_model_reports_memory_flops_and_largest_batch():
+  _need_libtpu()
+  result, out = _plan("--model", "tiny-v2", "--trainable", "full", "--batch", "8", "--text-len", "16",
+                      "--topology", "v5e:2x2")
+  assert result["fits"] is True and result["devices"] == 4
+  assert 0 < result["peak_bytes_per_device"] <= result["hbm_bytes_per_device"] == int(15.75 * 2**30)
+  assert result["flops_per_step"] > 0 and result["max_batch"] >= 8 and result["max_batch"] % 4 == 0
+  assert "largest batch that fits" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainable,batch,topology", [("full", 32, "v5e:2x4"), ("attention", 8, "v5e:1x1")])
+def test_planner_paligemma2_3b(trainable, batch, topology):
+  _need_libtpu()
+  result, out = _plan("--model", "paligemma2-3b-pt-224", "--trainable", trainable, "--batch", str(batch),
+                      "--text-len", "128", "--topology", topology, "--no-search")
+  print(f"PaliGemma 2 3B-224, {trainable}, batch {batch}, text 128 on {topology}: "
+        f"{'fits' if result['fits'] else 'does NOT fit'} "
+        f"(peak {result['peak_bytes_per_device'] and result['peak_bytes_per_device'] / 2**30:.2f} GiB of "
+        f"{result['hbm_bytes_per_device'] / 2**30:.2f} GiB)")
+  assert {"peak_bytes_per_device", "hbm_bytes_per_device", "fits", "flops_per_step"} <= result.keys()
+  # 3.03e9 parameters, (256 image + 128 text) tokens: model FLOPs are at least 6 * N * tokens.
+  assert result["flops_per_step"] > 6 * 2.9e9 * batch * 384 * 0.9
