@@ -140,7 +140,7 @@ def export(tuned_model: Input[Model], tuned_evaluation: Input[Artifact], export_
 
   from pipelines import runtime
 
-  location = runtime.export_location(export_uri, run_id, exported.path)
+  location = runtime.export_location(export_uri, run_id, exported.path)  # where this container writes
   args = ["--checkpoint", tuned_model.path, "--format", export_format, "--output", location,
           "--metrics", os.path.join(tuned_evaluation.path, "metrics.json")]
   if dtype:
@@ -148,7 +148,9 @@ def export(tuned_model: Input[Model], tuned_evaluation: Input[Artifact], export_
   if register:
     args += ["--register"]
   runtime.run_step("export", args)
-  exported.metadata.update({"uri": location, "format": export_format})
+  # The champion record names it by URI (gs://... on Vertex AI, where `path` is the /gcs/ mount).
+  exported.metadata.update({"uri": runtime.export_location(export_uri, run_id, exported.uri),
+                            "format": export_format})
 
 
 def promote(exported: Input[Model], decision: Input[Artifact], champion_uri: str, export_uri: str,

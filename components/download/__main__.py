@@ -12,9 +12,9 @@ from components.download.sources import DEFAULT_TOKENIZER, DTYPES
 EPILOG = """\
 sources:
   kaggle://owner/model/framework/variation/version[/file]   e.g. kaggle://google/paligemma-2/jax/paligemma2-3b-pt-224/1
-  gs://bucket/path/file.npz
+  gs://bucket/path/file.npz  (or a gs:// model directory)
   hf://org/repo[@revision]   transformers weights, converted to big_vision's .npz
-  a local path
+  a local path               (a .npz, or a model directory)
 
 credentials (never as arguments):
   Kaggle: KAGGLE_USERNAME + KAGGLE_KEY, or KAGGLE_API_TOKEN, or ~/.kaggle/kaggle.json, or --kaggle-credentials FILE

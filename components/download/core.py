@@ -81,6 +81,8 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
                    hf_credentials: str | None = None, cache_dir: str | None = None, retries: int = RETRIES,
                    gcs_chunk_mib: int = gcs.CHUNK_BYTES // 2**20) -> str:
   """Fills model directory `output` (local or gs://) and returns it. See the module docstring."""
+  if retries < 1 or gcs_chunk_mib < 1:
+    raise DownloadError(f"--retries ({retries}) and --gcs-chunk-mib ({gcs_chunk_mib}) must be at least 1")
   p = plan(model, source, tokenizer, dtype, gcs_mirror)
   if kaggle_credentials:
     kaggle.use_credentials_file(kaggle_credentials)

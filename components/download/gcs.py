@@ -119,14 +119,38 @@ def upload(path: str, uri: str, gcs: storage.Client) -> None:
   completes, so readers never see a half-written final object."""
   bucket, name = gcs_parts(uri)
   blob = gcs.bucket(bucket).blob(name, chunk_size=CHUNK_BYTES)
+  size = os.path.getsize(path)
   try:
-    blob.upload_from_filename(path, checksum="crc32c")
+    with open(path, "rb") as f, files.progress(size, f"upload {os.path.basename(path)}") as bar:
+      blob.upload_from_file(_ProgressReader(f, bar), size=size, checksum="crc32c")
   except (gexc.Unauthorized, gexc.Forbidden) as e:
     raise DownloadError(f"GCS refused the upload to {uri} ({e.code}): the credentials need write access to "
                         f"gs://{bucket} (roles/storage.objectCreator)") from e
   except gexc.NotFound:
     raise DownloadError(f"cannot upload to {uri}: bucket gs://{bucket} does not exist (create it, or fix --output)"
                         ) from None
+
+
+class _ProgressReader:
+  """A file object that advances a progress bar as the client reads it (seeks back on a retried chunk
+  move the bar back too)."""
+
+  def __init__(self, f, bar):
+    self._f, self._bar = f, bar
+
+  def read(self, n: int = -1) -> bytes:
+    data = self._f.read(n)
+    self._bar.update(len(data))
+    return data
+
+  def seek(self, offset: int, whence: int = 0) -> int:
+    before = self._f.tell()
+    after = self._f.seek(offset, whence)
+    self._bar.update(after - before)
+    return after
+
+  def __getattr__(self, name):
+    return getattr(self._f, name)
 
 
 def read_text(uri: str, gcs: storage.Client) -> str | None:

@@ -12,17 +12,6 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from pipelines.images import image_uri
 
 
-def scalar_metrics(metrics: dict, prefix: str = "") -> dict:
-  """The numbers of a nested metrics dict, flattened with '/'; undefined values (None) are left out."""
-  flat = {}
-  for key, value in metrics.items():
-    if isinstance(value, dict):
-      flat.update(scalar_metrics(value, f"{prefix}{key}/"))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-      flat[f"{prefix}{key}"] = float(value)
-  return flat
-
-
 def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, split: str = "valid",
                  sampler: str = "greedy", max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
                  baseline_dir: str = "") -> dict:
@@ -44,7 +33,8 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   import os
   import shutil
 
-  from components.evaluate.component import run_evaluate, scalar_metrics
+  from components.evaluate.component import run_evaluate
+  from pipelines.runtime import scalar_metrics  # nested keys joined with '/', None left out
 
   values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,
                                        sampler=sampler, max_decode_len=max_decode_len, limit=limit,

@@ -145,7 +145,7 @@ def _write_json(path: pathlib.Path, obj: dict) -> None:
 
 def _write_weights(out_dir: pathlib.Path, flat: dict, dims: layout.Dims, max_shard_bytes: int) -> None:
   """Plans shards from shapes alone, then writes each tensor as it is converted."""
-  items, shards, size = [], [[]], 0
+  shards, size = [[]], 0
   for e in layout.entries(dims):
     leaf = flat[e.bv]
     dtype = np.dtype(leaf.dtype)
@@ -161,6 +161,9 @@ def _write_weights(out_dir: pathlib.Path, flat: dict, dims: layout.Dims, max_sha
     shards[-1].append((layout.serialized_name(e.hf), dtype, shape, produce))
     size += nbytes
   total = sum(int(np.prod(s)) * d.itemsize for shard in shards for _, d, s, _ in shard)
+  for stale in sorted(out_dir.glob("model*.safetensors*")):  # a previous export's weights would be read instead
+    log.info("removing %s from an earlier export", stale)
+    stale.unlink()
   progress = safetensors_io.Progress(total)
   if len(shards) == 1:
     safetensors_io.write(out_dir / "model.safetensors", shards[0], progress)

@@ -306,11 +306,12 @@ class _ProxyHandler(_Handler):
           {"Range": self.headers["Range"]} if self.headers.get("Range") else {})})
     resp = conn.getresponse()
     data = resp.read()
-    if not media:  # metadata carries the emulator's own address (mediaLink): send the client back here
-      data = data.replace(f"127.0.0.1:{self.server.upstream_port}".encode(), self.server.url[len("http://"):].encode())
-    resp_headers = {k: v for k, v in resp.getheaders()
+    upstream, here = f"127.0.0.1:{self.server.upstream_port}", self.server.url[len("http://"):]
+    resp_headers = {k: v.replace(upstream, here) for k, v in resp.getheaders()  # e.g. a resumable upload's Location
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-range")}
     conn.close()
+    if not media:  # metadata carries the emulator's own address (mediaLink): send the client back here
+      data = data.replace(upstream.encode(), here.encode())
     if media and resp.status == 200:
       self.server.media.append((urllib.parse.unquote(self.path.split("?")[0]), self.headers.get("Range")))
       return self.send_body(data, resp_headers)

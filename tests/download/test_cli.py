@@ -84,3 +84,5 @@ def test_help_and_clear_errors(published, tmp_path, capsys):
   assert "tiny-v2 is a configuration, not a released checkpoint" in capsys.readouterr().err
   assert main(["--model", "kaggle://google/paligemma", "--output", str(tmp_path / "m")]) == 1
   assert "bad Kaggle URI" in capsys.readouterr().err
+  assert main(["--model", "paligemma2-3b-pt-224", "--output", str(tmp_path / "m"), "--retries", "0"]) == 1
+  assert "must be at least 1" in capsys.readouterr().err

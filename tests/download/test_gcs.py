@@ -171,3 +171,16 @@ def test_too_little_disk_is_a_clear_error(gcs, tmp_path, monkeypatch):
                       lambda path: usage(*real(path)[:2], 1000) if str(tmp_path) in str(path) else real(path))
   with pytest.raises(DownloadError, match=r"needs [\d.]+ KiB but .* has 1000 B free"):
     download_model("tiny-v2", str(tmp_path / "m"), source="gs://weights/pg/tiny.npz")
+
+
+def test_big_file_is_uploaded_in_resumable_chunks(gcs, make_npz, tiny_files, tmp_path, monkeypatch):
+  monkeypatch.setattr("components.download.gcs.CHUNK_BYTES", 2 * MiB)  # 55 GB uploads go in 64 MiB chunks
+  data = make_npz(9.0)  # above the client's 8 MiB one-shot limit
+  src = tmp_path / "src"
+  src.mkdir()
+  (src / "big.npz").write_bytes(data)
+  (src / "tokenizer.model").write_bytes(tiny_files["tokenizer"])
+  download_model("tiny-v2", "gs://models/big", source=str(src / "big.npz"), cache_dir=str(tmp_path / "c"))
+  assert gcs.gcs_client().bucket("models").blob("big/big.npz").download_as_bytes() == data
+  puts = [r for r in gcs.gcs.requests if r["method"] == "PUT"]
+  assert len(puts) == 5  # ceil(9 MiB / 2 MiB) chunks of one resumable upload

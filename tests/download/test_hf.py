@@ -96,7 +96,8 @@ def test_token_file(hub, tiny_files, local_ckpt, tmp_path):
   token_file.write_text("hf_secret_token_123\n")
   download_model("tiny-v2", str(tmp_path / "b"), source=local_ckpt, tokenizer="hf://google/gated",
                  hf_credentials=str(token_file))
-  assert all(r["authorization"] == "Bearer hf_secret_token_123" for r in hub.hub.requests)
+  resolves = [r for r in hub.hub.requests if "/resolve/" in r["path"]]
+  assert resolves and all(r["authorization"] == "Bearer hf_secret_token_123" for r in resolves)
 
 
 def test_unknown_repo_or_revision_is_a_clear_error(hub, local_ckpt, tmp_path):
@@ -108,7 +109,8 @@ def test_unknown_repo_or_revision_is_a_clear_error(hub, local_ckpt, tmp_path):
 
 # ------------------------------------------------------------------------- transformers checkpoint -> .npz
 def tiny_transformers_paligemma(out_dir):
-  """A tiny random `PaliGemmaForConditionalGeneration` (Gemma 2 text, SigLIP vision) saved as safetensors."""
+  """A tiny random `PaliGemmaForConditionalGeneration` (Gemma 2 text, SigLIP vision) saved as safetensors
+  shards + `model.safetensors.index.json`, as the released repos are."""
   import torch
   from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
@@ -121,7 +123,7 @@ def tiny_transformers_paligemma(out_dir):
       image_token_index=300, projection_dim=64, hidden_size=64)
   torch.manual_seed(0)
   model = PaliGemmaForConditionalGeneration(config).eval()
-  model.save_pretrained(out_dir, safe_serialization=True)
+  model.save_pretrained(out_dir, safe_serialization=True, max_shard_size="100KB")  # sharded, with an index
   return {name: open(os.path.join(out_dir, name), "rb").read() for name in os.listdir(out_dir)}
 
 
@@ -134,6 +136,7 @@ def test_transformers_checkpoint_is_converted_to_big_vision_npz(servers, tiny_fi
   repo_files["tokenizer.model"] = tiny_files["tokenizer"]
   servers.hub.add_repo("google/paligemma2-tiny", repo_files)
 
+  assert len([n for n in repo_files if n.endswith(".safetensors")]) > 1
   out = tmp_path / "m"
   download_model("hf://google/paligemma2-tiny", str(out), dtype="float32")
 

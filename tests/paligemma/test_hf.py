@@ -63,16 +63,30 @@ def load_hf(path):
   return transformers.PaliGemmaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("name", ["tiny-v1", "tiny-mha", "tiny-v2", pytest.param("small-v2", marks=pytest.mark.slow)])
-def test_to_hf_gives_same_logits_and_generation(tmp_path, name):
-  cfg = parity_cfg(name)
-  params = random_params(cfg)
-  paligemma.to_hf(params, cfg, tmp_path)
-  config = json.loads((tmp_path / "config.json").read_text())
+CONFIGS = ["tiny-v1", "tiny-mha", "tiny-v2", pytest.param("small-v2", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """name -> (model_cfg, params, transformers model loaded from our to_hf output); built once per config."""
+  cache = {}
+
+  def get(name):
+    if name not in cache:
+      cfg = parity_cfg(name)
+      params = random_params(cfg)
+      out = tmp_path_factory.mktemp(name)
+      paligemma.to_hf(params, cfg, out)
+      cache[name] = cfg, params, load_hf(out), json.loads((out / "config.json").read_text())
+    return cache[name]
+  return get
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_to_hf_gives_same_logits(exported, name):
+  cfg, params, hf_model, config = exported(name)
   vocab, n_img = configs.resolve_llm(cfg["llm"])["vocab_size"], configs.num_image_tokens(cfg)
   assert config["image_token_index"] == vocab and config["vision_config"]["vision_use_head"] is False
-  hf_model = load_hf(tmp_path)
-
   image, text, mask_ar = inputs(cfg)
   logits, zimg = ours(params, cfg, image, text, mask_ar)
   hf_logits, hf_zimg = theirs(hf_model, vocab, n_img, image, text, mask_ar)
@@ -80,7 +94,14 @@ def test_to_hf_gives_same_logits_and_generation(tmp_path, name):
   np.testing.assert_allclose(hf_zimg, zimg, atol=TOL, rtol=0)
   np.testing.assert_allclose(hf_logits[..., :vocab], logits, atol=TOL, rtol=0)
 
-  # Greedy generation from prompts of different lengths: ours right-pads, transformers left-pads.
+
+@pytest.mark.slow  # ~15 s each: compiles our cached decoder
+@pytest.mark.parametrize("name", CONFIGS)
+def test_to_hf_gives_same_greedy_generation(exported, name):
+  """Prompts of different lengths in one batch: ours right-pads, transformers left-pads."""
+  cfg, params, hf_model, _ = exported(name)
+  vocab, n_img = configs.resolve_llm(cfg["llm"])["vocab_size"], configs.num_image_tokens(cfg)
+  image, text, _ = inputs(cfg)
   max_len, lengths = 6, (5, 3)
   prompt = np.zeros((2, 5), np.int32)
   for row, n in enumerate(lengths):
@@ -100,6 +121,7 @@ def test_to_hf_gives_same_logits_and_generation(tmp_path, name):
                             max_new_tokens=max_len, do_sample=False)
   generated = out[:, ids.shape[1]:].numpy()
   generated = np.pad(generated, ((0, 0), (0, max_len - generated.shape[1])))
+  assert np.count_nonzero(tokens) > 2  # the comparison is about real continuations, not an immediate eos
   np.testing.assert_array_equal(generated, tokens)
 
 
@@ -109,6 +131,8 @@ def hf_random_model(kind, seed=0):
               vocab_size=320)
   if kind == "gemma":
     text |= dict(model_type="gemma", num_key_value_heads=1)
+  elif kind == "gemma_mha":  # -> one qkv_einsum
+    text |= dict(model_type="gemma", num_key_value_heads=4)
   elif kind == "gemma2":
     text |= dict(model_type="gemma2", num_key_value_heads=2, query_pre_attn_scalar=16)
   else:  # Gemma 2 with the 27B query scaling, (width/heads)**-0.5 with head_dim != width/heads.
@@ -132,7 +156,7 @@ def _legacy(name):  # the released hub checkpoints' names
 
 
 @pytest.mark.parametrize("kind,layout", [("gemma", "save_pretrained"), ("gemma2", "save_pretrained"),
-                                         ("gemma2", "state_dict"), ("gemma", "legacy"),
+                                         ("gemma2", "state_dict"), ("gemma", "legacy"), ("gemma_mha", "legacy"),
                                          ("gemma2_emb_per_head", "save_pretrained")])
 def test_from_hf_gives_same_logits(tmp_path, kind, layout):
   hf_model = hf_random_model(kind)
@@ -153,7 +177,8 @@ def test_from_hf_gives_same_logits(tmp_path, kind, layout):
   image, text, mask_ar = inputs(cfg)
   logits, zimg = ours(params, cfg, image, text, mask_ar)
   hf_logits, hf_zimg = theirs(hf_model, 300, configs.num_image_tokens(cfg), image, text, mask_ar)
-  if kind != "gemma":  # transformers caps every logit; the cap is carried over as llm.final_logits_softcap
+  assert ("qkv_einsum" in params["llm"]["layers"]["attn"]) == (kind == "gemma_mha")
+  if kind.startswith("gemma2"):  # transformers caps every logit; the cap is carried over as llm.final_logits_softcap
     assert llm["final_logits_softcap"] == 30.0
     logits = np.tanh(logits / 30.0) * 30.0
   np.testing.assert_allclose(hf_zimg, zimg, atol=TOL, rtol=0)
@@ -265,3 +290,15 @@ def test_full_size_names_and_shapes_match_transformers(name):
   assert ours == theirs
   assert config["image_token_index"] == 257_152 and config["text_config"]["vocab_size"] == 257_216
   assert model.config.text_config.num_image_tokens == configs.num_image_tokens(cfg)
+
+
+def test_to_hf_into_a_used_directory_replaces_its_weights(tmp_path):
+  """A sharded export over a single-file one (and back) leaves only the new weights to read."""
+  cfg = configs.model_config("tiny-v1")
+  first, second = random_params(cfg, seed=1), random_params(cfg, seed=2)
+  paligemma.to_hf(first, cfg, tmp_path, max_shard_bytes=30_000)
+  paligemma.to_hf(second, cfg, tmp_path)
+  assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
+  back, _ = paligemma.from_hf(tmp_path)
+  flat = flatten_params(second)
+  assert all(np.array_equal(v, flat[k]) for k, v in flatten_params(back).items())
