@@ -7,3 +7,7 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
   """Bytes that do not match their checksum; retried before it reaches the user."""
+
+
+class TransientError(DownloadError):
+  """A temporary failure at the source (HTTP 429 or 5xx); retried before it reaches the user."""

@@ -66,7 +66,7 @@ def download(uri: str, dest: str, gcs: storage.Client, chunk_bytes: int = CHUNK_
       start, end = chunk
       data = blob.download_as_bytes(start=start, end=end, checksum=None, raw_download=True)
       if len(data) != end - start + 1:
-        raise DownloadError(f"{uri}: asked for bytes {start}-{end}, got {len(data)} bytes")
+        raise ConnectionError(f"{uri}: asked for bytes {start}-{end}, got {len(data)} bytes")  # retried
       with open(part, "r+b") as f:
         f.seek(start)
         f.write(data)

@@ -21,7 +21,7 @@ import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
 from components.download import files, secrets
-from components.download.errors import ChecksumError, DownloadError
+from components.download.errors import ChecksumError, DownloadError, TransientError
 from components.download.sources import Source, hf_parts
 
 CONFIG, WEIGHTS, WEIGHTS_INDEX, TOKENIZER = ("config.json", "model.safetensors", "model.safetensors.index.json",
@@ -101,7 +101,8 @@ def _clear_errors(source: Source):
     raise DownloadError(f"cannot reach the hub for {source.uri} and it is not in the cache ({e})") from None
   except hf_errors.HfHubHTTPError as e:
     status = e.response.status_code if e.response is not None else None
-    raise DownloadError(f"the hub answered HTTP {status} for {source.uri}; try again later") from None
+    error = TransientError if status == 429 or (status or 0) >= 500 else DownloadError
+    raise error(f"the hub answered HTTP {status} for {source.uri}") from None
 
 
 def convert(snapshot_dir: str, out_path: str, dtype: str | None) -> dict:

@@ -18,7 +18,7 @@ import requests
 from kagglehub import exceptions as kexc
 
 from components.download import secrets
-from components.download.errors import ChecksumError, DownloadError
+from components.download.errors import ChecksumError, DownloadError, TransientError
 from components.download.sources import Source, kaggle_parts
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def download(source: Source, dtype_file: str | None = None, force: bool = False)
   try:
     path = kagglehub.model_download(handle, path=file, force_download=force)
   except kexc.DataCorruptionError as e:
-    raise ChecksumError(f"{source.uri}: the bytes Kaggle sent do not match their md5 ({_first_line(e)})") from None
+    raise ChecksumError(f"{source.uri}: the bytes Kaggle sent do not match their md5 ({_one_line(e)})") from None
   except kexc.KaggleApiHTTPError as e:
     raise _http_error(source, handle, e.response.status_code if e.response is not None else None) from None
   except kexc.UnauthenticatedError:
@@ -88,8 +88,10 @@ def _http_error(source: Source, handle: str, status: int | None) -> DownloadErro
   if status == 404:
     return DownloadError(f"Kaggle has no {source.uri} (HTTP 404): check the model name, variation, version and file "
                          f"name against {page}")
-  return DownloadError(f"Kaggle answered HTTP {status} for {source.uri}; try again later")
+  if status == 429 or (status or 0) >= 500:
+    return TransientError(f"Kaggle answered HTTP {status} for {source.uri}")
+  return DownloadError(f"Kaggle answered HTTP {status} for {source.uri}")
 
 
-def _first_line(e: Exception) -> str:
+def _one_line(e: Exception) -> str:
   return " ".join(str(e).split())

@@ -6,6 +6,15 @@ import logging
 import sys
 
 from components.export.core import DTYPES, FORMATS, ExportConfig, export
+from components.export.registry import parse_labels
+
+
+def _labels_arg(text: str) -> dict:
+  try:
+    return parse_labels(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from e
+
 
 EPILOG = """examples:
   python -m components.export --checkpoint runs/7 --which best --format hf --dtype bfloat16 --output gs://b/models/7
@@ -13,16 +22,6 @@ EPILOG = """examples:
   python -m components.export --checkpoint runs/7 --format hf --output gs://b/models/7 --register --dry-run
 
 Credentials (gs://, Vertex AI) come from application-default credentials, never from flags."""
-
-
-def _labels(text: str) -> dict:
-  labels = {}
-  for item in filter(None, (s.strip() for s in text.split(","))):
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise argparse.ArgumentTypeError(f"--labels item {item!r} is not KEY=VALUE")
-    labels[key] = value
-  return labels
 
 
 def parse_args(argv: list[str] | None = None) -> ExportConfig:
@@ -44,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
   g.add_argument("--display-name", default=None, help="registry display name (default paligemma-<output name>)")
   g.add_argument("--serving-container", default=None, help="serving image (default for hf: Vertex AI's "
                  "Hugging Face inference container; required for npz)")
-  g.add_argument("--labels", type=_labels, default={}, help="extra labels, KEY=VALUE,KEY=VALUE")
+  g.add_argument("--labels", type=_labels_arg, default={}, help="extra labels, KEY=VALUE,KEY=VALUE")
   g.add_argument("--project", default=None, help="Google Cloud project (default $GOOGLE_CLOUD_PROJECT)")
   g.add_argument("--location", default=None, help="Vertex AI region (default $GOOGLE_CLOUD_REGION or us-central1)")
   a = p.parse_args(argv)

@@ -17,13 +17,13 @@ def run_export(checkpoint_uri: str, export_format: str, output_uri: str, dtype: 
                metrics_uri: str = "", register: bool = False, dry_run: bool = False, display_name: str = "",
                serving_container: str = "", labels: str = "") -> str:
   """Runs the export with KFP-friendly scalar arguments ("" = default); returns the manifest as JSON."""
-  from components.export.__main__ import _labels
   from components.export.core import ExportConfig, export
+  from components.export.registry import parse_labels
 
   manifest = export(ExportConfig(
       checkpoint=checkpoint_uri, format=export_format, output=output_uri, dtype=dtype or None, which=which,
       metrics=metrics_uri or None, register=register, dry_run=dry_run, display_name=display_name or None,
-      serving_container=serving_container or None, labels=_labels(labels)))
+      serving_container=serving_container or None, labels=parse_labels(labels)))
   return json.dumps(manifest)
 
 

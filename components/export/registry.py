@@ -22,6 +22,17 @@ def label_value(value: str) -> str:
   return re.sub(r"[^a-z0-9_-]", "-", str(value).lower())[:63]
 
 
+def parse_labels(text: str) -> dict:
+  """"team=vision,run=7" -> {"team": "vision", "run": "7"}."""
+  labels = {}
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"label {item!r} is not KEY=VALUE")
+    labels[key] = value
+  return labels
+
+
 def upload_request(*, artifact_uri: str, export_format: str, display_name: str, serving_container: str | None,
                    labels: Mapping[str, str], description: str = "", project: str | None = None,
                    location: str | None = None) -> dict:

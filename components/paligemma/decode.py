@@ -62,7 +62,8 @@ def _sample(kind, arg, logits, rng):  # f32[B, V] -> int32[B]
   if kind == "nucleus":  # keep tokens at least as likely as the one where the cumulative mass reaches P.
     logits_sorted = jnp.sort(logits, axis=-1, descending=True)
     cum_probs = jnp.cumsum(jax.nn.softmax(logits_sorted, axis=-1), axis=-1)
-    cutoff = jnp.take_along_axis(logits_sorted, jnp.sum(cum_probs < arg, axis=-1, keepdims=True), axis=-1)
+    index = jnp.minimum(jnp.sum(cum_probs < arg, axis=-1, keepdims=True), logits.shape[-1] - 1)  # P=1 rounding
+    cutoff = jnp.take_along_axis(logits_sorted, index, axis=-1)
     logits = jnp.where(logits < cutoff, -jnp.inf, logits)
   else:  # temperature
     logits = logits / arg

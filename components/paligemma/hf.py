@@ -3,7 +3,8 @@
     to_hf(params, model_cfg, out_dir)        # config.json, generation_config.json, safetensors
     params, model_cfg = from_hf(path)        # a local directory, or hf://org/repo in the local hub cache
 
-Neither needs torch nor transformers. Names and transforms live in `_hf_layout` (PALIGEMMA.md §7).
+Neither needs torch nor transformers. Names and transforms live in `_hf_layout` (PALIGEMMA.md §7), the
+streaming safetensors writer in `_safetensors_io`.
 Tensors are written under the released hub checkpoints' names (`vision_tower.vision_model.*`,
 `language_model.model.*`, `multi_modal_projector.*`), which every transformers version loads; `from_hf`
 also reads the renamed layouts of transformers >= 4.52 (`model.language_model.*`) and 5.x

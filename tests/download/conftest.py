@@ -154,6 +154,8 @@ class _KaggleHandler(_Handler):
       return self.send_json({"code": 404, "message": "no such RPC"}, 404)
     if not self.server.authorized(self.headers.get("Authorization")):
       return self.send_json({"code": 401, "message": "Unauthenticated"}, 401)
+    if self.server.outages:  # a server having a bad moment: answer this many calls with the status given
+      return self.send_json({"code": 503, "message": "Service Unavailable"}, self.server.outages.pop())
     rpc = self.path[len(self.RPC):]
     framework = body.get("framework", "").removeprefix("MODEL_FRAMEWORK_").lower()
     instance = f"{body.get('ownerSlug')}/{body.get('modelSlug')}/{framework}/{body.get('instanceSlug')}"
@@ -208,6 +210,7 @@ class KaggleServer(_Server):
     self.redirect = True
     self.user, self.key = KAGGLE_USER, KAGGLE_KEY
     self.licence_not_accepted: set[str] = set()  # handles this user may not download (403)
+    self.outages: list[int] = []  # statuses for the next RPCs (e.g. [503, 503])
 
   def authorized(self, header: str | None) -> bool:
     basic = "Basic " + base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode()).decode()
@@ -382,6 +385,7 @@ def servers(gcs_server, kaggle_server, hub_server, tmp_path, monkeypatch):
   gcs_server.emulator.wipe()
   kaggle_server.models.clear()
   kaggle_server.licence_not_accepted.clear()
+  kaggle_server.outages.clear()
   kaggle_server.redirect = True
   hub_server.repos.clear()
   site = tmp_path / "site"

@@ -174,3 +174,14 @@ def test_standard_kaggle_json(kaggle, tiny_files, tmp_path, monkeypatch):
   (config_dir / "kaggle.json").write_text(json.dumps({"username": kaggle.kaggle.user, "key": kaggle.kaggle.key}))
   download_model(NAME, str(tmp_path / "m"))
   assert (tmp_path / "m" / FILE).read_bytes() == tiny_files["npz"]
+
+
+def test_server_errors_are_retried_then_a_clear_error(kaggle, tiny_files, tmp_path, monkeypatch):
+  kaggle.kaggle.outages[:] = [503]
+  download_model(NAME, str(tmp_path / "a"))
+  assert (tmp_path / "a" / FILE).read_bytes() == tiny_files["npz"]
+
+  kaggle.kaggle.outages[:] = [503, 503]
+  monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "empty-cache"))
+  with pytest.raises(DownloadError, match=r"could not download kaggle://.* after 2 attempts: Kaggle answered HTTP 503"):
+    download_model(NAME, str(tmp_path / "b"), retries=2, cache_dir=str(tmp_path))

@@ -256,3 +256,18 @@ def test_export_of_a_finetune_workdir(model_dir, tmp_path):
   exported = flatten_params(paligemma.load(str(out / "model.npz"), model_cfg))
   for name, value in flatten_params(trained).items():
     assert exported[name].tobytes() == value.astype(ml_dtypes.bfloat16).tobytes(), name
+
+
+def test_component_body_runs_the_same_export(model_dir, tmp_path):
+  """The KFP component's body on a model-directory artifact (as the local runner hands it over)."""
+  from kfp.dsl import Model
+
+  from components.export.component import _export_model
+
+  exported = Model(uri=str(tmp_path / "exported"))
+  manifest = json.loads(_export_model(Model(uri=str(model_dir)), "npz", exported, checkpoint_file="base.npz",
+                                      dtype="float16", labels="team=vision"))
+  assert manifest == json.loads((tmp_path / "exported" / "manifest.json").read_text())
+  assert exported.metadata["format"] == "npz" and exported.metadata["dtype"] == "float16"
+  back = flatten_params(paligemma.load(str(tmp_path / "exported" / "model.npz"), small_cfg()))
+  assert back["img/head/kernel"].dtype == np.float16

@@ -1,4 +1,6 @@
 """Decoding: big_vision's greedy tokens, cache == re-forward, eos, samplers, beam search, sharding."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,9 +96,10 @@ def test_eos_cuts_each_row_and_stops(bigvision_fixtures):
   assert (np.asarray(tokens)[0, 3:] == 0).all()
   np.testing.assert_allclose(logprobs, np.where(expected != 0, free_logp, 0), atol=1e-6)
 
-  first = free[:, 0]  # both rows' first token as eos: both stop at once
-  if first[0] == first[1]:
-    np.testing.assert_array_equal(decode(model, params, batch, max_decode_len=5, eos_token=int(first[0]))[:, 1:], 0)
+  eos = int(free[1, 0])  # row 1's very first token: its output is that one token
+  tokens = decode(model, params, batch, max_decode_len=5, eos_token=eos)
+  np.testing.assert_array_equal(tokens, cut_at_eos(free, eos))
+  np.testing.assert_array_equal(tokens[1], [eos, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("name", ["tiny_v1", "tiny_v2"])
@@ -183,3 +186,19 @@ def test_rows_that_pad_the_batch_come_back_empty(bigvision_fixtures):
 def test_unscanned_model_decodes_the_same(bigvision_fixtures):
   model, params, batch, io = fixture(bigvision_fixtures, "tiny_v1", scan=False)
   np.testing.assert_array_equal(decode(model, params, batch, max_decode_len=5, sampler="beam:1"), io["dec_tokens"])
+
+
+def test_nucleus_and_temperature_sample_the_right_distribution():
+  sample = importlib.import_module("components.paligemma.decode")._sample
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=(3, 40)) * 2, jnp.float32)
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  probs = np.asarray(jax.nn.softmax(logits))
+  order = np.argsort(-probs, axis=-1)
+  nucleus = np.asarray(jax.vmap(lambda k: sample("nucleus", 0.6, logits, k))(keys))  # [draws, rows]
+  for row in range(3):  # only the smallest top set whose mass reaches 0.6, each of them drawn
+    size = int(np.searchsorted(np.cumsum(probs[row, order[row]]), 0.6)) + 1
+    assert set(nucleus[:, row]) == set(order[row, :size])
+  hot = np.asarray(jax.vmap(lambda k: sample("temperature", 2.0, logits, k))(keys))
+  for row in range(3):
+    freq = np.bincount(hot[:, row], minlength=40) / len(keys)
+    np.testing.assert_allclose(freq, jax.nn.softmax(logits[row] / 2.0), atol=0.03)

@@ -195,7 +195,12 @@ def test_round_trip_is_bit_identical(tmp_path, name, dtype, shard_bytes):
   if shard_bytes:
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
-    load_hf(tmp_path)  # transformers reads the sharded layout
+  # transformers reads every layout and dtype we write, values unchanged.
+  torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+  hf_model = transformers.PaliGemmaForConditionalGeneration.from_pretrained(tmp_path, dtype=torch_dtype)
+  embedding = params["llm"]["embedder"]["input_embedding"]
+  np.testing.assert_array_equal(
+      hf_model.get_input_embeddings().weight[:len(embedding)].detach().float().numpy(), embedding.astype(np.float32))
 
   back, back_cfg = paligemma.from_hf(tmp_path)
   flat, flat_back = flatten_params(params), flatten_params(back)
