@@ -143,6 +143,7 @@ def test_wrong_image_size_fails_clearly(bigvision_fixtures):
     Model(**cfg).apply({"params": params}, np.zeros((1, 28, 28, 3), np.float32), io["text"][:1], io["mask_ar"][:1])
 
 
+@pytest.mark.filterwarnings("ignore:.*with mesh.*:DeprecationWarning")  # the legacy context is still in use
 @pytest.mark.parametrize("mesh_context", ["set_mesh", "with_mesh"])
 def test_batch_sharding_hints_under_a_mesh(bigvision_fixtures, mesh_context):
   cfg, params, io = fixture(bigvision_fixtures, "tiny_v2")
