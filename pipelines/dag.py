@@ -3,10 +3,10 @@
 One definition for every target; `build_pipeline(target)` only changes where the heavy steps (finetune,
 evaluate) run — see `pipelines.targets` — and which container image the steps use.
 
-    download ──> evaluate(base) ─────────────┐
-       │                 │ (baseline)        v
-       └──> finetune ──> evaluate(tuned) ──> gate ──[passed]──> export ──> promote (champion record)
-    convert ──┘
+    download ─┬──────────────> evaluate(base) ──┬───────────> gate ──[passed]──> export ──> promote
+    convert ──┴──> finetune ──> evaluate(tuned) <─┘ baseline ──┘                   (champion record)
+
+(convert's dataset also feeds both evaluations, so base and tuned are scored on the same split.)
 """
 # (No `from __future__ import annotations`: KFP reads the pipeline signature's annotations as types.)
 
@@ -24,6 +24,8 @@ PIPELINE_NAME = "paligemma-finetune"
 CREDENTIALS_SECRET = "paligemma-credentials"
 CREDENTIAL_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "HF_TOKEN")
 # CPU and memory of the light steps on cloud targets (Vertex picks a machine that has them).
+# Spot/preempted TPU hosts: the trainer checkpoints on SIGTERM and a retry continues in the same workdir.
+FINETUNE_RETRIES = 2
 LIGHT_STEP_RESOURCES = {"download": ("4", "32G"), "convert": ("8", "32G"), "export": ("8", "64G")}
 
 
@@ -148,6 +150,8 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
         trainable=trainable, total_steps=total_steps, epochs=epochs, batch_size=batch_size, lr=lr,
         text_len=text_len, overrides=finetune_overrides, **vertex_args(service_account)))
     finetune.set_display_name("finetune")
+    if where.platform != "local":
+      finetune.set_retry(num_retries=FINETUNE_RETRIES)  # a retried task resumes from its own checkpoints
 
     evaluation = dict(dataset=convert.outputs["dataset"], task=task, split=eval_split, sampler=sampler,
                       max_decode_len=max_decode_len, limit=eval_limit, batch_size=eval_batch_size,

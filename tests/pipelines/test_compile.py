@@ -164,3 +164,12 @@ def test_compile_cli_writes_the_yaml(tmp_path, capsys):
       images.image_uri("gpu", "us-east1-docker.pkg.dev/acme/paligemma")
   assert str(out) in capsys.readouterr().out
   assert not [p for p in out.parent.iterdir() if p.name.startswith(".pipeline-")]  # no temp file left
+
+
+def test_cloud_finetune_is_retried_after_preemption(compiled):
+  for name, (_, spec, _) in compiled.items():
+    retry = spec["root"]["dag"]["tasks"]["finetune"].get("retryPolicy")
+    if TARGETS[name].platform == "local":
+      assert retry is None
+    else:
+      assert retry["maxRetryCount"] == 2, name
