@@ -66,7 +66,8 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
   start = time.monotonic()
   dataset = synthetic.make_detection_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
-                                             valid=demo["valid_images"], image_size=size, seed=demo["seed"])
+                                             valid=demo["valid_images"], image_size=size, seed=demo["seed"],
+                                             grid=demo["grid"])
   checkpoint = synthetic.make_random_model(os.path.join(inputs, "model"), demo["model"], seed=demo["seed"])
   log.info("demo inputs ready in %.0fs: %d+%d synthetic images, random %s", time.monotonic() - start,
            demo["train_images"], demo["valid_images"], demo["model"])

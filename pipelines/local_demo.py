@@ -8,8 +8,9 @@ from components.finetune.config import defaults
 
 DEMO = dict(
     model="small-v2",         # components.paligemma.configs name; random initial weights
-    train_images=480,
-    valid_images=48,
+    train_images=2000,        # > examples seen in training: the model cannot memorise its way to a low loss
+    valid_images=40,
+    grid=7,                   # shapes snap to a 7-pixel grid (half a ViT patch): 17 location values to learn
     seed=0,
     max_decode_len=16,        # 2 objects = 2 x (4 loc + label) + " ;" = 12 tokens, then eos
     eval_limit=0,             # 0 = the whole validation split

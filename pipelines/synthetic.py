@@ -31,8 +31,11 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int],
     draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=color)
 
 
-def _image(rng: np.random.Generator, size: int, classes: tuple[str, ...]):
-  """One image and its objects [(class, (x, y, w, h))], objects not overlapping much."""
+def _image(rng: np.random.Generator, size: int, classes: tuple[str, ...], grid: int):
+  """One image and its objects [(class, (x, y, w, h))], objects not overlapping much.
+
+  Positions and sizes are random multiples of `grid` pixels: box coordinates then use a small set of the
+  1024 location tokens, which a randomly initialised model learns in minutes (grid=1: any pixel)."""
   background = rng.integers(90, 170, size=3)
   pixels = np.clip(background + rng.normal(0, 12, size=(size, size, 3)), 0, 255).astype(np.uint8)
   image = Image.fromarray(pixels)
@@ -40,8 +43,8 @@ def _image(rng: np.random.Generator, size: int, classes: tuple[str, ...]):
   objects, taken = [], np.zeros((size, size), bool)
   for _ in range(int(rng.integers(1, 3))):
     for _attempt in range(20):
-      side = int(rng.integers(size // 5, size // 2))
-      x, y = (int(v) for v in rng.integers(0, size - side, size=2))
+      side = grid * int(rng.integers(size // 5 // grid, size // 2 // grid + 1))
+      x, y = (grid * int(v) for v in rng.integers(0, (size - side) // grid + 1, size=2))
       if taken[y:y + side, x:x + side].mean() < 0.1:
         break
     taken[y:y + side, x:x + side] = True
@@ -54,7 +57,7 @@ def _image(rng: np.random.Generator, size: int, classes: tuple[str, ...]):
 
 
 def make_detection_dataset(out_dir: str, *, train: int, valid: int, image_size: int, seed: int = 0,
-                           classes: tuple[str, ...] = CLASSES) -> str:
+                           classes: tuple[str, ...] = CLASSES, grid: int = 1) -> str:
   """Writes a Roboflow-style COCO export with `train` and `valid` images; returns `out_dir`."""
   rng = np.random.default_rng(seed)
   categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)]
@@ -64,7 +67,7 @@ def make_detection_dataset(out_dir: str, *, train: int, valid: int, image_size: 
     os.makedirs(split_dir, exist_ok=True)
     images, annotations = [], []
     for i in range(count):
-      image, objects = _image(rng, image_size, classes)
+      image, objects = _image(rng, image_size, classes, grid)
       file_name = f"{split}_{i:05d}.png"
       image.save(os.path.join(split_dir, file_name))
       images.append({"id": i, "file_name": file_name, "width": image_size, "height": image_size})

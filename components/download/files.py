@@ -4,13 +4,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import sys
 
 import google_crc32c
 import tqdm
+
+# write_json_atomic is re-exported: the download modules call it as files.write_json_atomic.
+from components.common.atomic import write_atomic, write_json_atomic  # noqa: F401
 
 READ_BYTES = 8 * 2**20
 # Files smaller than this are hashed without a progress bar (tokenizers, json).
@@ -43,14 +45,6 @@ def digest(path: str, crc32c: bool = False) -> Digest:
   return Digest(size, sha.hexdigest(), crc_b64)
 
 
-def write_json_atomic(path: str, obj) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
-
-
 def place(src: str, dest: str) -> None:
   """Puts a copy of `src` (a client cache file) at `dest` atomically: a hard link when both are on one
   file system (no second copy of a 55 GB file), else a copy."""
@@ -66,13 +60,15 @@ def place(src: str, dest: str) -> None:
 
 def copy(src: str, dest: str) -> None:
   """Copies `src` to `dest` atomically, with a progress bar for big files."""
-  tmp = f"{dest}.tmp{os.getpid()}"
   size = os.path.getsize(src)
-  with open(src, "rb") as fin, open(tmp, "wb") as fout, progress(size, f"copy {os.path.basename(src)}") as bar:
-    while chunk := fin.read(READ_BYTES):
-      fout.write(chunk)
-      bar.update(len(chunk))
-  os.replace(tmp, dest)
+
+  def write(fout) -> None:
+    with open(src, "rb") as fin, progress(size, f"copy {os.path.basename(src)}") as bar:
+      while chunk := fin.read(READ_BYTES):
+        fout.write(chunk)
+        bar.update(len(chunk))
+
+  write_atomic(dest, write)
 
 
 def human(n: float) -> str:

@@ -35,28 +35,24 @@ class ModelDir:
     return os.path.join(self.dir, name)
 
   def read_manifest(self) -> dict:
-    if self.remote:
-      text = gcs.read_text(f"{self.uri}/{MANIFEST}", self._gcs)
-    else:
-      text = read_if_file(self.local(MANIFEST))
-    try:
-      manifest = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+    manifest = self._previous_json(MANIFEST)
+    if manifest is None:
       log.warning("ignoring unreadable %s in %s", MANIFEST, self.uri)
       manifest = {}
     return manifest if isinstance(manifest.get("files"), dict) else {"files": {}}
 
   def previous_model_json(self, checkpoint: str) -> dict | None:
     """The model.json already in DIR, if it describes `checkpoint`."""
-    if self.remote:
-      text = gcs.read_text(f"{self.uri}/{MODEL_JSON}", self._gcs)
-    else:
-      text = read_if_file(self.local(MODEL_JSON))
+    model_json = self._previous_json(MODEL_JSON)
+    return model_json if model_json is not None and model_json.get("checkpoint") == checkpoint else None
+
+  def _previous_json(self, name: str) -> dict | None:
+    """DIR's file `name` parsed: {} when it is absent or empty, None when it is not valid JSON."""
+    text = gcs.read_text(f"{self.uri}/{name}", self._gcs) if self.remote else read_if_file(self.local(name))
     try:
-      model_json = json.loads(text) if text else {}
+      return json.loads(text) if text else {}
     except json.JSONDecodeError:
       return None
-    return model_json if model_json.get("checkpoint") == checkpoint else None
 
   def lookup(self, manifest: dict, key: dict, name: str | None = None) -> tuple[str | None, bool]:
     """(name of the file in DIR from the same source whose bytes still match the manifest, or None;

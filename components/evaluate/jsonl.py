@@ -6,9 +6,9 @@ temporary name first and is renamed into place, so a crash never leaves a half-w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Iterable
+
+from components.common.atomic import write_atomic
 
 
 def read_jsonl(path: str, required: Iterable[str] = ()) -> list[dict]:
@@ -34,16 +34,7 @@ def read_jsonl(path: str, required: Iterable[str] = ()) -> list[dict]:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:

@@ -28,6 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from components import paligemma
+from components.common.atomic import write_json_atomic
 from components.export import publish, registry
 from components.paligemma import configs
 
@@ -82,7 +83,7 @@ def export(cfg: ExportConfig) -> dict:
     else:
       _write_hf(source, staging)
     manifest = _manifest(cfg, source, evaluation, staging)
-    (staging / publish.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(staging / publish.MANIFEST, manifest)
   log.info("exported %s as %s to %s", cfg.checkpoint, cfg.format, cfg.output)
   if request is not None:
     manifest = {**manifest, "registry": registry.register(request, dry_run=cfg.dry_run)}
@@ -199,7 +200,7 @@ def _copy_tokenizer(source: _Source, path: pathlib.Path) -> None:
 def _write_npz(source: _Source, staging: pathlib.Path) -> None:
   paligemma.save(source.params, str(staging / NPZ_NAME))
   model_json = {**source.model_cfg, "name": source.name, "checkpoint": NPZ_NAME}
-  (staging / "model.json").write_text(json.dumps(model_json, indent=2, sort_keys=True) + "\n")
+  write_json_atomic(staging / "model.json", model_json)
   _copy_tokenizer(source, staging / "tokenizer.model")
 
 
@@ -214,11 +215,8 @@ def _write_hf(source: _Source, staging: pathlib.Path) -> None:
 
 
 def _sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
   with open(path, "rb") as f:
-    while chunk := f.read(1 << 24):
-      digest.update(chunk)
-  return digest.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _manifest(cfg: ExportConfig, source: _Source, evaluation: dict | None, staging: pathlib.Path) -> dict:

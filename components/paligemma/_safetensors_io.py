@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import struct
 import time
@@ -16,6 +15,8 @@ from typing import Callable
 
 import ml_dtypes
 import numpy as np
+
+from components.common.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def write(path: pathlib.Path, items: list[tuple[str, np.dtype, tuple, Callable]]
     offset += nbytes
   blob = json.dumps(header, separators=(",", ":")).encode()
   blob += b" " * (-len(blob) % 8)  # the data must start 8-byte aligned
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "wb") as f:
+
+  def write_tensors(f) -> None:
     f.write(struct.pack("<Q", len(blob)))
     f.write(blob)
     for name, dtype, shape, produce in items:
@@ -43,7 +44,8 @@ def write(path: pathlib.Path, items: list[tuple[str, np.dtype, tuple, Callable]]
         raise AssertionError(f"{name}: converted to {array.shape} {array.dtype}, planned {shape} {dtype}")
       f.write(array.reshape(-1).view(np.uint8).data)
       progress.advance(array.nbytes, path.name)
-  os.replace(tmp, path)
+
+  write_atomic(path, write_tensors)
 
 
 class Progress:

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import sentencepiece as spm
 
-from components.paligemma.checkpoint import write_atomic
+from components.common.atomic import write_atomic
 
 NUM_LOC, NUM_SEG = 1024, 128
 _SPECIALS = 4 + 1 + 256  # pad/eos/bos/unk, "\n", byte pieces

@@ -15,16 +15,17 @@ import contextlib
 import logging
 import os
 import struct
-import tempfile
 import time
 import zipfile
 import zlib
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import fsspec
 import ml_dtypes
 import numpy as np
 import scipy.ndimage
+
+from components.common.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -278,37 +279,6 @@ def _float_dtype(dtype) -> np.dtype:
   if cast not in _DTYPES.values():
     raise ValueError(f"cannot save as dtype {dtype!r}; use one of {', '.join(_DTYPES)} (or None to keep it)")
   return cast
-
-
-def write_atomic(path: str, write: Callable[[Any], None]) -> None:
-  """Calls `write(file)` on a temporary file beside `path`, then renames it to `path` (local or fsspec URL).
-
-  A crash leaves either the old file or the complete new one, never a half-written checkpoint. On object
-  stores we copy then delete instead of `fs.mv`: gcsfs first tries the `moveTo` API, which flat buckets
-  (and the GCS emulator) refuse only after retrying for half a minute.
-  """
-  path = str(path)
-  if "://" in path:
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    tmp = f"{fs_path}.tmp-{os.getpid()}"
-    try:
-      with fs.open(tmp, "wb", block_size=_DATA_BLOCK) as f:  # upload in large chunks
-        write(f)
-      fs.copy(tmp, fs_path)
-    finally:
-      if fs.exists(tmp):
-        fs.rm(tmp)
-    return
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def _write_npz(f, flat: Mapping[str, Any], cast: np.dtype | None, path: str) -> None:

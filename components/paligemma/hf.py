@@ -41,6 +41,7 @@ import ml_dtypes
 import numpy as np
 from safetensors import safe_open
 
+from components.common.atomic import write_json_atomic
 from components.paligemma import configs
 from components.paligemma import _hf_layout as layout
 from components.paligemma import _safetensors_io as safetensors_io
@@ -70,8 +71,8 @@ def to_hf(params: Mapping[str, Any], model_cfg: Mapping[str, Any], out_dir: str 
   out_dir.mkdir(parents=True, exist_ok=True)
   dtype = np.dtype(flat["llm/embedder/input_embedding"].dtype)
   _write_weights(out_dir, flat, dims, max_shard_bytes)
-  _write_json(out_dir / "config.json", _hf_config(dims, llm, img, dtype))
-  _write_json(out_dir / "generation_config.json", {
+  write_json_atomic(out_dir / "config.json", _hf_config(dims, llm, img, dtype))
+  write_json_atomic(out_dir / "generation_config.json", {
       "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
       "suppress_tokens": list(range(dims.vocab, layout.padded_vocab(dims.vocab)))})
   return str(out_dir)
@@ -138,12 +139,6 @@ def _hf_config(dims: layout.Dims, llm: dict, img: dict, dtype: np.dtype) -> dict
           "text_config": text, "vision_config": vision, **common}
 
 
-def _write_json(path: pathlib.Path, obj: dict) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-  os.replace(tmp, path)
-
-
 def _write_weights(out_dir: pathlib.Path, flat: dict, dims: layout.Dims, max_shard_bytes: int) -> None:
   """Plans shards from shapes alone, then writes each tensor as it is converted."""
   shards, size = [[]], 0
@@ -174,7 +169,7 @@ def _write_weights(out_dir: pathlib.Path, flat: dict, dims: layout.Dims, max_sha
     name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
     safetensors_io.write(out_dir / name, shard, progress)
     weight_map |= {tensor: name for tensor, *_ in shard}
-  _write_json(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+  write_json_atomic(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 # --------------------------------------------------------------------------------------------- from_hf
