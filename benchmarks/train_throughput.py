@@ -81,7 +81,7 @@ def transformers_train(hf_dir: str, batch: dict, num_image_tokens: int, steps: i
     loss.backward()
     torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   for _ in range(warmup):
     loss = one_step()
