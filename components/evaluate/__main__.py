@@ -14,11 +14,12 @@ def _add_score(sub) -> None:
   p = sub.add_parser("score", help="score predictions made anywhere against references",
                      description="Scores a predictions JSONL (image, prefix, prediction[, tokens, token_logprobs]) "
                                  "against references (image, prefix, suffix), matched by (image, prefix). Prints the "
-                                 "metrics as JSON; with --output also writes metrics.json and report.html there.")
+                                 "metrics as JSON; with --output also writes predictions.jsonl (the scored "
+                                 "predictions), metrics.json and report.html there.")
   p.add_argument("--task", required=True, choices=scoring.TASKS)
   p.add_argument("--predictions", required=True, help="predictions JSONL")
   p.add_argument("--references", required=True, help="references JSONL, e.g. a dataset's valid.jsonl")
-  p.add_argument("--output", help="directory for metrics.json and report.html (optional)")
+  p.add_argument("--output", help="directory for predictions.jsonl, metrics.json and report.html (optional)")
   p.add_argument("--images", help="directory the `image` paths are relative to, for the report "
                                   "(default: the references file's directory)")
   p.add_argument("--baseline", help="an earlier evaluation directory to compare against in the report")
@@ -29,8 +30,8 @@ def _add_run(sub) -> None:
                      description="Decodes every example of DIR/{split}.jsonl with the checkpoint, in batches "
                                  "sharded over the devices present, and writes OUT/predictions.jsonl, "
                                  "OUT/metrics.json and OUT/report.html.")
-  p.add_argument("--checkpoint", required=True, help="a finetune workdir, or an .npz with model.json and "
-                                                     "tokenizer.model beside it")
+  p.add_argument("--checkpoint", required=True, help="a finetune workdir, a model directory, or an .npz "
+                                                     "with model.json and tokenizer.model beside it (local or gs://)")
   p.add_argument("--data", required=True, help="dataset directory written by components.convert")
   p.add_argument("--split", default="valid")
   p.add_argument("--task", required=True, choices=scoring.TASKS)

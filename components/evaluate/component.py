@@ -14,22 +14,24 @@ from pipelines.images import image_uri
 
 def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, split: str = "valid",
                  sampler: str = "greedy", max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
-                 baseline_dir: str = "") -> dict:
+                 baseline_dir: str = "", which: str = "latest", prompt_len: int = 0, seed: int = 0) -> dict:
   """`evaluate run` with KFP-friendly scalar arguments (0 / "" = default); returns the metrics."""
   from components.evaluate import runner
 
   return runner.run(runner.RunArgs(
       checkpoint=checkpoint, data=data_dir, task=task, output=output_dir, split=split, sampler=sampler or "greedy",
       max_decode_len=max_decode_len or None, limit=limit or None, batch_size=batch_size,
-      baseline=baseline_dir or None))
+      baseline=baseline_dir or None, which=which or "latest", prompt_len=prompt_len or None, seed=seed))
 
 
 def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],
                     metrics: Output[Metrics], report: Output[HTML], split: str = "valid", sampler: str = "greedy",
                     max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
-                    baseline: Input[Artifact] = None):
+                    baseline: Input[Artifact] = None, which: str = "latest", prompt_len: int = 0, seed: int = 0):
   """Decodes a split with the model (a model directory, a finetune workdir or an .npz), scores it by task, and
-  publishes metrics.json as KFP Metrics and report.html as an HTML artifact (base vs tuned with a baseline)."""
+  publishes metrics.json as KFP Metrics and report.html as an HTML artifact (base vs tuned with a baseline).
+  `which` (latest, best or a step) picks a workdir's checkpoint; `prompt_len` 0 = the split's longest prompt;
+  `seed` seeds nucleus/temperature sampling."""
   import os
   import shutil
 
@@ -38,7 +40,8 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
 
   values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,
                                        sampler=sampler, max_decode_len=max_decode_len, limit=limit,
-                                       batch_size=batch_size, baseline_dir=baseline.path if baseline else ""))
+                                       batch_size=batch_size, baseline_dir=baseline.path if baseline else "",
+                                       which=which, prompt_len=prompt_len, seed=seed))
   for name, value in values.items():
     metrics.log_metric(name, value)
   evaluation.metadata.update({"task": task, "split": split, **{k: v for k, v in values.items() if "/" not in k}})

@@ -66,12 +66,21 @@ def _image_uri(path: str | None) -> str | None:
   return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _is_scalar_or_null(v) -> bool:
+  return v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _summary_table(metrics: dict, base: dict | None) -> str:
-  keys = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+  """A row per metric that is a number on either side: one that became null (e.g. no class left to
+  average over) is news, shown as "–", not left out."""
+  base_values = base or {}
+  keys = [k for k in dict.fromkeys([*metrics, *base_values])
+          if _is_scalar_or_null(metrics.get(k)) and _is_scalar_or_null(base_values.get(k))
+          and (metrics.get(k) is not None or base_values.get(k) is not None)]
   head = "<tr><th>metric</th>" + ("<th>base</th><th>tuned</th><th>change</th>" if base else "<th>value</th>") + "</tr>"
   rows = []
   for k in keys:
-    v = metrics[k]
+    v = metrics.get(k)
     if base is None:
       rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>")
       continue

@@ -1,6 +1,6 @@
 """`evaluate run`: decode a dataset split with a checkpoint, in batches sharded over the devices present.
 
-  checkpoint -> params, model_cfg, tokenizer     (workdir, model directory, or .npz with model.json beside it)
+  checkpoint -> params, model_cfg, tokenizer     (workdir, model directory, or .npz; local or gs://)
   DIR/{split}.jsonl -> unique (image, prefix) prompts, in file order, `--limit` of them
   per batch: images (the trainer's preprocessing) + prompts -> batch [B] padded to a multiple of the
              device count -> `paligemma.decode` (KV cache sharded with the batch) -> real rows only
@@ -18,11 +18,13 @@ import math
 import os
 import time
 
+import fsspec
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from components import paligemma
+from components.common.checkpoints import resolve_checkpoint
 from components.evaluate import jsonl, outputs
 
 log = logging.getLogger(__name__)
@@ -63,33 +65,25 @@ def _model_cfg(meta: dict) -> dict:
 
 
 def load_checkpoint(path: str, which: str = "latest") -> tuple[dict, dict, paligemma.Tokenizer]:
-  """(params, model_cfg, tokenizer) from a finetune workdir, a model directory or an .npz."""
-  path = path.rstrip("/")
-  if path.endswith(".npz"):
-    directory = os.path.dirname(os.path.abspath(path))
-    meta_path = os.path.join(directory, "model.json")
-    if not os.path.isfile(meta_path):
-      raise FileNotFoundError(f"{path}: no model.json beside it (it says which model the .npz holds); put the "
-                              "model directory's model.json next to the checkpoint")
-    with open(meta_path) as f:
-      model_cfg = _model_cfg(json.load(f))
-    params = paligemma.load(path, model_cfg)
-  elif os.path.isdir(os.path.join(path, "checkpoints")) or os.path.isfile(os.path.join(path, "config.json")):
+  """(params, model_cfg, tokenizer) from a finetune workdir, a model directory or an .npz, local or gs://
+  (resolved by `components.common.resolve_checkpoint`, as export does)."""
+  resolved = resolve_checkpoint(path)
+  if resolved.kind == "workdir":
     from components.finetune import load_trained_params  # a finetune workdir: LoRA merged there
-    directory = path
-    params, model_cfg = load_trained_params(path, which=which)
-  elif os.path.isfile(os.path.join(path, "model.json")):  # a model directory from the download step
-    with open(os.path.join(path, "model.json")) as f:
-      meta = json.load(f)
-    if "checkpoint" not in meta:
-      raise ValueError(f"{path}/model.json names no `checkpoint` file; re-run the download step")
-    return load_checkpoint(os.path.join(path, meta["checkpoint"]), which)
+    params, model_cfg = load_trained_params(resolved.path, which=which)
   else:
-    raise FileNotFoundError(f"{path} is neither a finetune workdir, a model directory nor an .npz checkpoint")
-  tokenizer_path = os.path.join(directory, "tokenizer.model")
-  if not os.path.isfile(tokenizer_path):
-    raise FileNotFoundError(f"no tokenizer.model in {directory}; copy the model directory's tokenizer there")
-  return params, model_cfg, paligemma.Tokenizer(tokenizer_path)
+    fs, meta_path = fsspec.core.url_to_fs(resolved.model_json)
+    if not fs.isfile(meta_path):
+      raise FileNotFoundError(f"{resolved.path}: no model.json beside it (it says which model the .npz holds); "
+                              "put the model directory's model.json next to the checkpoint")
+    with fs.open(meta_path, "rb") as f:
+      model_cfg = _model_cfg(json.load(f))
+    params = paligemma.load(resolved.path, model_cfg)
+  fs, tokenizer_path = fsspec.core.url_to_fs(resolved.tokenizer)
+  if not fs.isfile(tokenizer_path):
+    raise FileNotFoundError(f"no tokenizer.model in {resolved.directory}; copy the model directory's tokenizer "
+                            "there")
+  return params, model_cfg, paligemma.Tokenizer(resolved.tokenizer)
 
 
 def read_split(data_dir: str, split: str, limit: int | None) -> tuple[list[dict], list[dict]]:

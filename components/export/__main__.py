@@ -27,10 +27,10 @@ Credentials (gs://, Vertex AI) come from application-default credentials, never 
 def parse_args(argv: list[str] | None = None) -> ExportConfig:
   p = argparse.ArgumentParser(prog="python -m components.export", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Export a fine-tuned PaliGemma (finetune workdir or .npz) as a big_vision "
+                              description="Export a fine-tuned PaliGemma (finetune workdir, model directory or .npz) as a big_vision "
                                           ".npz or a transformers checkpoint, atomically, with manifest.json.")
-  p.add_argument("--checkpoint", required=True, help="finetune workdir, or an .npz with model.json and "
-                 "tokenizer.model beside it (local or gs://)")
+  p.add_argument("--checkpoint", required=True, help="finetune workdir, model directory (model.json naming "
+                 "its .npz), or an .npz with model.json and tokenizer.model beside it (local or gs://)")
   p.add_argument("--format", required=True, choices=FORMATS, help="npz: big_vision layout; hf: transformers "
                  "PaliGemmaForConditionalGeneration + PaliGemmaProcessor files")
   p.add_argument("--output", required=True, help="output directory, local or gs:// (replaced atomically)")
@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
   p.add_argument("--metrics", default=None, help="an evaluation's metrics.json to record in the manifest")
   g = p.add_argument_group("Vertex AI Model Registry")
   g.add_argument("--register", action="store_true", help="upload the export to Vertex AI Model Registry")
-  g.add_argument("--dry-run", action="store_true", help="print the registry request instead of sending it")
+  g.add_argument("--dry-run", action="store_true", help="with --register: print the registry request instead of "
+                 "sending it (the export is still written); an error without --register")
   g.add_argument("--display-name", default=None, help="registry display name (default paligemma-<output name>)")
   g.add_argument("--serving-container", default=None, help="serving image (default for hf: Vertex AI's "
                  "Hugging Face inference container; required for npz)")

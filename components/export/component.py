@@ -1,21 +1,21 @@
 """The export step as a KFP component: a typed signature whose body calls the same core as the CLI.
 
-`export_model` reads the fine-tuned model artifact (a finetune workdir, or a model directory's .npz via
-`checkpoint_file`) and writes the export to its `exported` output artifact (gs:// on Vertex AI, so that
+`export_model` reads the fine-tuned model artifact (a finetune workdir or a model directory, or the .npz
+`checkpoint_file` inside it) and writes the export to its `exported` output artifact (gs:// on Vertex AI, so that
 `register` can hand that URI to the Model Registry), recording format and manifest in the metadata.
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
 import json
 
 from kfp import dsl
-from kfp.dsl import Input, Model, Output
+from kfp.dsl import Artifact, Input, Model, Output
 
 from pipelines.images import image_uri
 
 
 def run_export(checkpoint_uri: str, export_format: str, output_uri: str, dtype: str = "", which: str = "latest",
                metrics_uri: str = "", register: bool = False, dry_run: bool = False, display_name: str = "",
-               serving_container: str = "", labels: str = "") -> str:
+               serving_container: str = "", labels: str = "", project: str = "", location: str = "") -> str:
   """Runs the export with KFP-friendly scalar arguments ("" = default); returns the manifest as JSON."""
   from components.export.core import ExportConfig, export
   from components.export.registry import parse_labels
@@ -23,22 +23,28 @@ def run_export(checkpoint_uri: str, export_format: str, output_uri: str, dtype: 
   manifest = export(ExportConfig(
       checkpoint=checkpoint_uri, format=export_format, output=output_uri, dtype=dtype or None, which=which,
       metrics=metrics_uri or None, register=register, dry_run=dry_run, display_name=display_name or None,
-      serving_container=serving_container or None, labels=parse_labels(labels)))
+      serving_container=serving_container or None, labels=parse_labels(labels), project=project or None,
+      location=location or None))
   return json.dumps(manifest)
 
 
 def _export_model(model: Input[Model], export_format: str, exported: Output[Model], checkpoint_file: str = "",
                   dtype: str = "", which: str = "latest", register: bool = False, dry_run: bool = False,
-                  display_name: str = "", serving_container: str = "", labels: str = "") -> str:
-  """A finetune workdir (or `checkpoint_file`, an .npz inside a model directory) -> npz or hf export."""
+                  display_name: str = "", serving_container: str = "", labels: str = "",
+                  evaluation: Input[Artifact] = None, project: str = "", location: str = "") -> str:
+  """A finetune workdir or a model directory (or `checkpoint_file`, an .npz inside one) -> npz or hf export.
+  `evaluation`: an evaluate step's evaluation directory, whose metrics.json the manifest records.
+  `project`/`location`: where to register ("" = the environment's); names only, credentials come from the
+  environment (application-default credentials), never from parameters."""
   import json
 
   from components.export.component import run_export
 
   checkpoint = f"{model.path.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model.path
-  manifest = run_export(checkpoint, export_format, exported.uri, dtype=dtype, which=which, register=register,
-                        dry_run=dry_run, display_name=display_name, serving_container=serving_container,
-                        labels=labels)
+  metrics_uri = f"{evaluation.path.rstrip('/')}/metrics.json" if evaluation else ""
+  manifest = run_export(checkpoint, export_format, exported.uri, dtype=dtype, which=which, metrics_uri=metrics_uri,
+                        register=register, dry_run=dry_run, display_name=display_name,
+                        serving_container=serving_container, labels=labels, project=project, location=location)
   summary = json.loads(manifest)
   exported.metadata.update({"format": export_format, "dtype": summary["dtype"], "files": len(summary["files"]),
                             "package_version": summary["package"]["version"]})

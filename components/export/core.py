@@ -1,4 +1,4 @@
-"""The export step: a finetune workdir or a big_vision `.npz` -> a big_vision `.npz` or a transformers
+"""The export step: a finetune workdir, a model directory or a big_vision `.npz` -> a big_vision `.npz` or a transformers
 checkpoint, local or gs://, written atomically with a manifest; optionally registered in Vertex AI.
 
     export(ExportConfig(checkpoint="gs://b/runs/7", format="hf", output="gs://b/models/7", dtype="bfloat16"))
@@ -29,6 +29,7 @@ import numpy as np
 
 from components import paligemma
 from components.common.atomic import write_json_atomic
+from components.common.checkpoints import join, resolve_checkpoint
 from components.export import publish, registry
 from components.paligemma import configs
 
@@ -41,7 +42,7 @@ NPZ_NAME = "model.npz"
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-  checkpoint: str  # finetune workdir or .npz (model.json and tokenizer.model beside it)
+  checkpoint: str  # finetune workdir, model directory, or .npz (components.common.resolve_checkpoint)
   format: str  # "npz" or "hf"
   output: str  # directory: local path or gs://
   dtype: str | None = None  # None keeps the source's dtypes
@@ -72,6 +73,9 @@ def export(cfg: ExportConfig) -> dict:
     raise ValueError(f"--format {cfg.format!r}; choose one of {FORMATS}")
   if cfg.dtype is not None and cfg.dtype not in DTYPES:
     raise ValueError(f"--dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+  if cfg.dry_run and not cfg.register:
+    raise ValueError("--dry-run only replaces the Vertex AI registry upload with printing its request; give "
+                     "--register too, or leave --dry-run out to export")
   request = _registry_request(cfg) if cfg.register else None  # a bad request fails before the slow part
   evaluation = _read_evaluation(cfg.metrics)
   source = _load_source(cfg.checkpoint, cfg.which)
@@ -124,40 +128,33 @@ def _read(path: str) -> bytes | None:
     return f.read()
 
 
-def _join(directory: str, name: str) -> str:
-  return f"{directory.rstrip('/')}/{name}"
-
-
-def _parent(path: str) -> str:
-  return path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "."
-
-
 def _load_source(checkpoint: str, which: str) -> _Source:
-  directory = _parent(checkpoint) if checkpoint.endswith(".npz") else checkpoint.rstrip("/")
-  model_json = _read(_join(directory, "model.json"))
+  resolved = resolve_checkpoint(checkpoint)  # the same reading of --checkpoint as evaluate's
+  directory = resolved.directory
+  model_json = _read(resolved.model_json)
   if model_json is None:
-    raise FileNotFoundError(f"{_join(directory, 'model.json')} not found: --checkpoint must be a finetune workdir "
-                            "or an .npz inside a model directory (model.json and tokenizer.model beside it)")
-  tokenizer = _join(directory, "tokenizer.model")
-  if _read(tokenizer) is None:
-    raise FileNotFoundError(f"{tokenizer} not found: the export ships the tokenizer the model was trained with")
+    raise FileNotFoundError(f"{resolved.model_json} not found: --checkpoint must be a finetune workdir, a model "
+                            "directory, or an .npz inside one (model.json and tokenizer.model beside it)")
+  if _read(resolved.tokenizer) is None:
+    raise FileNotFoundError(f"{resolved.tokenizer} not found: the export ships the tokenizer the model was "
+                            "trained with")
   name = json.loads(model_json).get("name") or "paligemma"
-  if checkpoint.endswith(".npz"):
+  if resolved.kind == "npz":
     model_cfg = {k: v for k, v in json.loads(model_json).items() if k in ("llm", "img")}
-    params = paligemma.load(checkpoint, model_cfg)  # stored dtypes kept: an npz export is bit-identical
-    upstream = json.loads(_read(_join(directory, "manifest.json")) or b"{}")
-    info = {"checkpoint": checkpoint, "kind": "npz",
-            "sha256": upstream.get("files", {}).get(checkpoint.rsplit("/", 1)[-1], {}).get("sha256")}
-    return _Source(params, model_cfg, tokenizer, name, info, None)
+    params = paligemma.load(resolved.path, model_cfg)  # stored dtypes kept: an npz export is bit-identical
+    upstream = json.loads(_read(join(directory, "manifest.json")) or b"{}")
+    info = {"checkpoint": resolved.path, "kind": "npz",
+            "sha256": upstream.get("files", {}).get(resolved.path.rsplit("/", 1)[-1], {}).get("sha256")}
+    return _Source(params, model_cfg, resolved.tokenizer, name, info, None)
 
   from components.finetune import load_trained_params  # imported here: the trainer pulls in orbax and optax
 
-  params, model_cfg = load_trained_params(checkpoint, which)
-  config = _read(_join(directory, "config.json"))
-  info = {"checkpoint": checkpoint, "kind": "workdir", "which": which,
+  params, model_cfg = load_trained_params(resolved.path, which)
+  config = _read(join(directory, "config.json"))
+  info = {"checkpoint": resolved.path, "kind": "workdir", "which": which,
           "config_sha256": None if config is None else hashlib.sha256(config).hexdigest(),
           "dataset": _dataset_info(json.loads(config).get("data_dir") if config else None)}
-  return _Source(params, model_cfg, tokenizer, name, info, _last_metrics(_join(directory, "metrics.jsonl")))
+  return _Source(params, model_cfg, resolved.tokenizer, name, info, _last_metrics(join(directory, "metrics.jsonl")))
 
 
 def _dataset_info(data_dir: str | None) -> dict | None:
@@ -166,7 +163,7 @@ def _dataset_info(data_dir: str | None) -> dict | None:
     return None
   files = {}
   for split in ("train", "valid", "test"):
-    data = _read(_join(data_dir, f"{split}.jsonl"))
+    data = _read(join(data_dir, f"{split}.jsonl"))
     if data is not None:
       files[f"{split}.jsonl"] = hashlib.sha256(data).hexdigest()
   return {"uri": data_dir, "sha256": files or None}

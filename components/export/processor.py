@@ -24,7 +24,8 @@ def write_processor(tokenizer_model: str | pathlib.Path, out_dir: str | pathlib.
     from transformers.tokenization_utils_base import AddedToken, generate_merges
     from transformers.utils import sentencepiece_model_pb2_new as sentencepiece_pb2
   except ImportError as e:
-    raise ImportError("--format hf needs transformers (pip install 'paligemma-pipelines[hf]'); torch is not "
+    raise ImportError("--format hf needs transformers, a dependency of paligemma-pipelines: reinstall the "
+                      "package (pip install paligemma-pipelines) or pip install 'transformers>=5'; torch is not "
                       "needed to export") from e
   out_dir = pathlib.Path(out_dir)
   proto = sentencepiece_pb2.ModelProto()

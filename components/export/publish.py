@@ -4,7 +4,9 @@
       ...
     # on success the files appear at `output`; on error nothing at `output` changes
 
-Local: `staging` is a hidden sibling of `output` (same filesystem), renamed into place at the end.
+Local: `staging` is a hidden sibling of `output` (same filesystem), renamed into place at the end; an
+existing `output` is swapped with it in one atomic renameat2(RENAME_EXCHANGE) where Linux offers it, else
+renamed aside to `.NAME.old-ID` first (kept until the new one is in place, so it can be renamed back).
 Object store: `staging` is a local temporary directory; its files are uploaded under a temporary prefix
 `OUTPUT.tmp-ID/`, then copied server-side to `OUTPUT/` (a copy creates the final object whole, never a
 half-written one) with `manifest.json` last: a directory whose manifest is present is complete. Objects of
@@ -13,6 +15,7 @@ a previous export that the new one does not have are deleted, and the temporary 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import pathlib
@@ -58,11 +61,41 @@ def _replace_local(staging: pathlib.Path, final: pathlib.Path) -> None:
   if not final.exists():
     os.rename(staging, final)
     return
+  if exchange(staging, final):  # one atomic step: `final` is always a whole export, old or new
+    shutil.rmtree(staging, ignore_errors=True)  # now holds the previous export
+    log.info("replaced the previous export at %s", final)
+    return
+  # No atomic exchange here (not Linux, or a filesystem without it): two renames. Between them `final`
+  # is missing for an instant; the previous export stays whole under `old` and is deleted only once the
+  # new one is in place, so a crash in between leaves it there to rename back.
   old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-  os.rename(final, old)  # the previous export stays whole until the new one is in place
-  os.rename(staging, final)
+  os.rename(final, old)
+  try:
+    os.rename(staging, final)
+  except OSError:
+    os.rename(old, final)
+    raise
   shutil.rmtree(old, ignore_errors=True)
   log.info("replaced the previous export at %s", final)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
+  """Swaps two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable
+  (no glibc wrapper, or the filesystem refuses), leaving both untouched. Python's os has no binding for it."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd = -100
+  result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+  if result != 0:
+    log.debug("renameat2 exchange unavailable (%s); falling back to two renames", os.strerror(ctypes.get_errno()))
+    return False
+  return True
 
 
 def _files(staging: pathlib.Path) -> list[str]:

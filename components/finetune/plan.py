@@ -107,7 +107,7 @@ def compile_step(config, devices, batch: int):
       "temp_bytes_per_device": int(mem.temp_size_in_bytes),
       "code_bytes_per_device": int(mem.generated_code_size_in_bytes),
       "peak_bytes_per_device": int(peak),
-  }, seconds, setup
+  }, seconds
 
 
 def _is_oom(error: Exception) -> bool:
@@ -118,7 +118,7 @@ def _is_oom(error: Exception) -> bool:
 def _try(config, devices, batch, hbm):
   """(fits, memory or None)."""
   try:
-    mem, _, _ = compile_step(config, devices, batch)
+    mem, _ = compile_step(config, devices, batch)
   except Exception as e:  # noqa: BLE001 - only out-of-memory is an answer; anything else is a bug
     if _is_oom(e):
       return False, None
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host compiles; the TPU exists only as a description
   # No TPU is touched, so concurrent planners need not take libtpu's one-process lock.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  import jax
+  from components import paligemma
   from components.finetune import flops, params
   devices, hbm = _devices(args.topology)
   config = make_config(args)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
   start = time.perf_counter()
   fits, mem = _try(config, devices, args.batch, hbm)
   source = params.resolve_model(config)
-  abstract = params.abstract_params(__import__("components").paligemma.Model(**source.model_cfg), source.model_cfg)
+  abstract = params.abstract_params(paligemma.Model(**source.model_cfg), source.model_cfg)
   flops_per_step = args.batch * flops.train_flops_per_example(abstract, source.model_cfg, args.text_len)
   result = {"model": args.model, "topology": args.topology, "devices": len(devices), "batch": args.batch,
             "text_len": args.text_len, "trainable": config.trainable, "optimizer": config.optimizer.name,
@@ -208,7 +208,6 @@ def main(argv=None) -> int:
     print(f"largest batch that fits: {best}" if best else "no batch fits (try --trainable attention, LoRA, "
           "or a bigger topology)", flush=True)
   print(json.dumps(result), flush=True)
-  del jax
   return 0
 
 

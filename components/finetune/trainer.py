@@ -53,6 +53,21 @@ class _Preemption:
     return bool(np.max(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
+class _CompileFirst:
+  """A jitted step compiled ahead of its first call, after which all hosts meet at a barrier: a host that
+  compiles slower must not make another's first collective time out (gloo's connect timeout)."""
+
+  def __init__(self, jitted, name: str):
+    self._jitted, self._name, self._compiled = jitted, name, None
+
+  def __call__(self, *args):
+    if self._compiled is None:
+      self._compiled = self._jitted.lower(*args).compile()
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"finetune: {self._name} compiled")
+    return self._compiled(*args)
+
+
 def _duration(seconds: float) -> str:
   minutes, secs = divmod(int(seconds), 60)
   return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
@@ -141,8 +156,8 @@ def train(config, workdir: str) -> dict:
     log.info("already trained: step %d of %d", start, total_steps)
 
   # --- Steps and bookkeeping ---
-  train_step = state_lib.train_step_fn(setup, config)
-  eval_step = state_lib.eval_step_fn(setup, config)
+  train_step = _CompileFirst(state_lib.train_step_fn(setup, config), "train step")
+  eval_step = _CompileFirst(state_lib.eval_step_fn(setup, config), "eval step")
   seq_len = paligemma.configs.num_image_tokens(setup_source.model_cfg) + config.text_len
   flops_per_step = config.batch_size * flops.train_flops_per_example(setup.abstract_full, setup_source.model_cfg,
                                                                      config.text_len)

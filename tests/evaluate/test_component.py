@@ -39,3 +39,19 @@ def test_component_body_publishes_metrics_and_report(tiny_model_dir, detect_data
   assert metrics.metadata == scalar_metrics(written)  # every number, nested ones as per_class/NAME/ap
   assert all(isinstance(v, float) for v in metrics.metadata.values())  # undefined (null) values left out
   assert os.path.getsize(report.path) == os.path.getsize(tmp_path / "evaluation" / "report.html")
+
+
+def test_component_exposes_which_prompt_len_and_seed(tmp_path, monkeypatch):
+  from components.evaluate import runner
+
+  path = tmp_path / "c.yaml"
+  compiler.Compiler().compile(evaluate_model, str(path))
+  params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
+  assert {"which", "prompt_len", "seed"} <= set(params)
+  seen = []
+  monkeypatch.setattr(runner, "run", lambda args: seen.append(args) or {})
+  from components.evaluate.component import run_evaluate
+  run_evaluate("ckpt", "data", "vqa", "out", which="best", prompt_len=24, seed=7)
+  run_evaluate("ckpt", "data", "vqa", "out")
+  assert (seen[0].which, seen[0].prompt_len, seen[0].seed) == ("best", 24, 7)
+  assert (seen[1].which, seen[1].prompt_len, seen[1].seed) == ("latest", None, 0)

@@ -108,3 +108,12 @@ def test_report_renders_images_and_boxes_in_chromium(tmp_path):
   dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
   assert dom.count('class="card"') == 2 and 'id="gallery"' in dom
   assert dom.count('<rect class="gt"') == 2 and dom.count('<rect class="pred"') == 2
+
+
+def test_summary_keeps_a_metric_that_became_null():
+  page = render_report({"map": None, "map50": 0.5, "num_examples": 3}, [], image_root=None,
+                       base_metrics={"map": 0.25, "map50": 0.125, "num_examples": 3})
+  summary = page[page.index("<table id='summary'>"):]
+  summary = summary[:summary.index("</table>")]
+  assert "<tr><td>map</td><td>0.2500</td><td>–</td><td></td></tr>" in summary
+  assert "<tr><td>map50</td><td>0.1250</td><td>0.5000</td>" in summary

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from components.evaluate.__main__ import main
 
 REFS = [{"image": "images/a.png", "prefix": "ocr", "suffix": "HELLO"},
@@ -43,3 +45,10 @@ def test_bad_input_names_the_file_and_line(tmp_path):
 def test_help():
   result = subprocess.run([sys.executable, "-m", "components.evaluate", "run", "--help"], capture_output=True, text=True)
   assert result.returncode == 0 and "--baseline" in result.stdout and "--sampler" in result.stdout
+
+
+def test_score_help_names_every_file_output_writes(capsys):
+  with pytest.raises(SystemExit):
+    main(["score", "--help"])
+  help_text = " ".join(capsys.readouterr().out.split())
+  assert "predictions.jsonl, metrics.json and report.html" in help_text

@@ -13,9 +13,17 @@ def rows(prefix, pairs):
   return preds, refs
 
 
+# Expected values worked out by hand from vqaEval.py's rules (GT-Vision-Lab/VQA), not from our code.
 @pytest.mark.parametrize("raw, want", [
-    ("Two dogs.", "2 dogs"), ("the cat", "cat"), ("A man, a plan", "man plan"), ("1,000", "1000"),
-    ("it's red", "it s red"), ("dont", "don’t"), ("  Yes\n", "yes"), ("none", "0"), ("3.5 m", "3.5 m"),
+    ("Two dogs.", "2 dogs"),  # period not before a digit deleted; manualMap
+    ("the cat", "cat"), ("A man, a plan", "man plan"),  # articles; "," touches a space: deleted
+    ("1,000", "1000"),  # digit-comma-digit: every mark deleted
+    ("it's red", "it's red"),  # the apostrophe is not in `punct`
+    ("dont", "don't"), ("cant", "can't"), ("can't", "can't"),  # contractions restored, ASCII apostrophe
+    ("  Yes\n", "yes"), ("none", "0"), ("3.5 m", "3.5 m"),
+    ("yes!", "yes"),  # "!" touches no space: replaced by a space, then split away
+    ("t-shirt", "t shirt"), ("3:00", "3:00"),  # "-" is in `punct`, ":" is not
+    ("Hello, world!", "hello world"), ("{x}", "x"),
 ])
 def test_vqa_normalisation(raw, want):
   assert normalize_answer(raw) == want
@@ -32,6 +40,17 @@ def test_vqa_accuracy_ten_answers_is_the_official_leave_one_out():
 
 def test_vqa_accuracy_single_answer_is_normalised_exact_match():
   assert vqa_accuracy("The Dog.", ["dog"]) == 1.0 and vqa_accuracy("cat", ["dog"]) == 0.0
+
+
+@pytest.mark.parametrize("pred, ref", [("yes!", "yes"), ("t-shirt", "t shirt"), ("can't", "cant"),
+                                       ("Ten.", "10"), ("a T-Shirt", "t shirt")])
+def test_vqa_accuracy_official_equivalences(pred, ref):
+  assert vqa_accuracy(pred, [ref]) == 1.0 and vqa_accuracy(ref, [pred]) == 1.0
+
+
+def test_vqa_accuracy_keeps_official_distinctions():
+  assert vqa_accuracy("its", ["it's"]) == 0.0  # "its" is not a contraction key
+  assert vqa_accuracy("3:00", ["300"]) == 0.0  # ":" is not punctuation to vqaEval.py
 
 
 def test_vqa_task_metrics():

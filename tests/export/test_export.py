@@ -271,3 +271,48 @@ def test_component_body_runs_the_same_export(model_dir, tmp_path):
   assert exported.metadata["format"] == "npz" and exported.metadata["dtype"] == "float16"
   back = flatten_params(paligemma.load(str(tmp_path / "exported" / "model.npz"), small_cfg()))
   assert back["img/head/kernel"].dtype == np.float16
+
+
+def test_dry_run_without_register_is_an_error(tmp_path, capsys):
+  out = tmp_path / "out"
+  assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--format", "npz", "--output", str(out),
+               "--dry-run"]) == 1
+  assert "--register" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_model_directory_is_accepted_as_checkpoint(model_dir, tmp_path):
+  out = tmp_path / "from-dir"
+  assert main(["--checkpoint", str(model_dir), "--format", "npz", "--output", str(out)]) == 0
+  manifest = check_manifest(out)
+  assert manifest["source"]["kind"] == "npz" and manifest["source"]["checkpoint"] == f"{model_dir}/base.npz"
+  back = flatten_params(paligemma.load(str(out / "model.npz"), small_cfg()))
+  source = flatten_params(paligemma.load(str(model_dir / "base.npz"), small_cfg()))
+  assert back.keys() == source.keys() and all(back[n].tobytes() == source[n].tobytes() for n in source)
+
+
+def test_component_records_the_evaluation_and_takes_a_model_directory(model_dir, tmp_path):
+  from kfp.dsl import Artifact, Model
+
+  from components.export.component import _export_model
+
+  evaluation = tmp_path / "evaluation"
+  evaluation.mkdir()
+  (evaluation / "metrics.json").write_text(json.dumps({"task": "caption", "cider": 0.5}))
+  exported = Model(uri=str(tmp_path / "exported"))
+  manifest = json.loads(_export_model(Model(uri=str(model_dir)), "npz", exported,
+                                      evaluation=Artifact(uri=str(evaluation)), project="p", location="europe-west4"))
+  assert manifest["metrics"]["evaluation"] == {"task": "caption", "cider": 0.5}
+  assert manifest["source"]["checkpoint"] == f"{model_dir}/base.npz"
+
+
+def test_component_signature_exposes_evaluation_project_location(tmp_path):
+  import yaml
+  from kfp import compiler
+
+  from components.export.component import export_model
+
+  path = tmp_path / "export.yaml"
+  compiler.Compiler().compile(export_model, str(path))
+  spec = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]
+  assert {"project", "location", "which"} <= set(spec["parameters"])
+  assert spec["artifacts"]["evaluation"].get("isOptional") is True
