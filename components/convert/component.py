@@ -4,26 +4,12 @@
 a local folder on the local runner), so the finetune and evaluate steps receive it with lineage.
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
-import json
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from pipelines.images import image_uri
 
-
-def run_convert(input_uri: str, data_format: str, task: str, output_uri: str, classes: str = "",
-                splits: str = "train=0.8,valid=0.1,test=0.1", seed: int = 0, strict: bool = False,
-                workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128) -> str:
-  """Runs the conversion with KFP-friendly scalar arguments ("" / 0 = default); returns the report as JSON."""
-  from components.convert.core import ConvertConfig, convert, parse_splits
-
-  report = convert(ConvertConfig(
-      input=input_uri, format=data_format, task=task, output=output_uri,
-      classes=tuple(c.strip() for c in classes.split(",") if c.strip()) or None,
-      splits=parse_splits(splits), seed=seed, strict=strict, workers=workers, max_side=max_side or None,
-      tokenizer=tokenizer_uri or None, text_len=text_len, progress=False))
-  return json.dumps(report)
 
 
 def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Output[Dataset], classes: str = "",
@@ -32,7 +18,7 @@ def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Outpu
   """Labelled images (paligemma-jsonl, coco, yolo, voc, hf, csv) -> a PaliGemma dataset directory."""
   import json
 
-  from components.convert.component import run_convert
+  from components.convert.task import run_convert
 
   report = run_convert(input_uri, data_format, task, dataset.uri, classes=classes, splits=splits, seed=seed,
                        strict=strict, workers=workers, max_side=max_side, tokenizer_uri=tokenizer_uri,

@@ -7,7 +7,6 @@ KAGGLE_API_TOKEN, HF_TOKEN) or as a mounted secret file whose *path* may be pass
 identity's application-default credentials serve GCS.
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
-import json
 
 from kfp import dsl
 from kfp.dsl import Model, Output
@@ -15,28 +14,11 @@ from kfp.dsl import Model, Output
 from pipelines.images import image_uri
 
 
-def run_download(model: str, output_uri: str, source: str = "", tokenizer: str = "", dtype: str = "bfloat16",
-                 kaggle_credentials_path: str = "", hf_credentials_path: str = "") -> dict:
-  """Runs the download with KFP-friendly scalar arguments ("" = default); returns the model.json."""
-  import os
-
-  from components.download import download_model, secrets
-
-  secrets.configure_logging()
-  download_model(model, output_uri, source or None, tokenizer or None, dtype,
-                 kaggle_credentials=kaggle_credentials_path or None, hf_credentials=hf_credentials_path or None)
-  if output_uri.startswith("gs://"):
-    from components.download import gcs
-
-    return json.loads(gcs.read_text(f"{output_uri.rstrip('/')}/model.json", gcs.client()))
-  with open(os.path.join(output_uri, "model.json")) as f:
-    return json.load(f)
-
 
 def _download_model_dir(model: str, model_dir: Output[Model], source: str = "", tokenizer: str = "",
                         dtype: str = "bfloat16", kaggle_credentials_path: str = "", hf_credentials_path: str = ""):
   """PaliGemma weights + tokenizer from Kaggle, GCS, the HF hub or a path -> a model directory."""
-  from components.download.component import run_download
+  from components.download.task import run_download
 
   model_json = run_download(model, model_dir.uri, source=source, tokenizer=tokenizer, dtype=dtype,
                             kaggle_credentials_path=kaggle_credentials_path, hf_credentials_path=hf_credentials_path)

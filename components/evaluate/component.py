@@ -12,17 +12,6 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from pipelines.images import image_uri
 
 
-def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, split: str = "valid",
-                 sampler: str = "greedy", max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
-                 baseline_dir: str = "", which: str = "latest", prompt_len: int = 0, seed: int = 0) -> dict:
-  """`evaluate run` with KFP-friendly scalar arguments (0 / "" = default); returns the metrics."""
-  from components.evaluate import runner
-
-  return runner.run(runner.RunArgs(
-      checkpoint=checkpoint, data=data_dir, task=task, output=output_dir, split=split, sampler=sampler or "greedy",
-      max_decode_len=max_decode_len or None, limit=limit or None, batch_size=batch_size,
-      baseline=baseline_dir or None, which=which or "latest", prompt_len=prompt_len or None, seed=seed))
-
 
 def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],
                     metrics: Output[Metrics], report: Output[HTML], split: str = "valid", sampler: str = "greedy",
@@ -35,7 +24,7 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   import os
   import shutil
 
-  from components.evaluate.component import run_evaluate
+  from components.evaluate.task import run_evaluate
   from pipelines.runtime import scalar_metrics  # nested keys joined with '/', None left out
 
   values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,

@@ -5,27 +5,12 @@
 `register` can hand that URI to the Model Registry), recording format and manifest in the metadata.
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
-import json
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
 from pipelines.images import image_uri
 
-
-def run_export(checkpoint_uri: str, export_format: str, output_uri: str, dtype: str = "", which: str = "latest",
-               metrics_uri: str = "", register: bool = False, dry_run: bool = False, display_name: str = "",
-               serving_container: str = "", labels: str = "", project: str = "", location: str = "") -> str:
-  """Runs the export with KFP-friendly scalar arguments ("" = default); returns the manifest as JSON."""
-  from components.export.core import ExportConfig, export
-  from components.export.registry import parse_labels
-
-  manifest = export(ExportConfig(
-      checkpoint=checkpoint_uri, format=export_format, output=output_uri, dtype=dtype or None, which=which,
-      metrics=metrics_uri or None, register=register, dry_run=dry_run, display_name=display_name or None,
-      serving_container=serving_container or None, labels=parse_labels(labels), project=project or None,
-      location=location or None))
-  return json.dumps(manifest)
 
 
 def _export_model(model: Input[Model], export_format: str, exported: Output[Model], checkpoint_file: str = "",
@@ -38,7 +23,7 @@ def _export_model(model: Input[Model], export_format: str, exported: Output[Mode
   environment (application-default credentials), never from parameters."""
   import json
 
-  from components.export.component import run_export
+  from components.export.task import run_export
 
   checkpoint = f"{model.path.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model.path
   metrics_uri = f"{evaluation.path.rstrip('/')}/metrics.json" if evaluation else ""

@@ -163,12 +163,12 @@ def test_cli_help_and_run(tmp_path, imgs):
 def test_kfp_component_compiles_and_calls_the_core(tmp_path, imgs):
   from kfp import compiler
 
-  from components.convert import component
+  from components.convert import component, task
   path = tmp_path / "convert.yaml"
   compiler.Compiler().compile(component.convert_dataset, str(path))
   spec = path.read_text()
   assert "components.convert" in spec and "input_uri" in spec
   root = _caption_csv(imgs, tmp_path / "src", n=3)
-  report = json.loads(component.run_convert(input_uri=str(root), data_format="csv", task="caption",
-                                            output_uri=str(tmp_path / "out"), splits="train=1"))
+  report = json.loads(task.run_convert(input_uri=str(root), data_format="csv", task="caption",
+                                       output_uri=str(tmp_path / "out"), splits="train=1"))
   assert report["splits"]["train"]["examples"] == 3

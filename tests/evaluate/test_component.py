@@ -50,7 +50,7 @@ def test_component_exposes_which_prompt_len_and_seed(tmp_path, monkeypatch):
   assert {"which", "prompt_len", "seed"} <= set(params)
   seen = []
   monkeypatch.setattr(runner, "run", lambda args: seen.append(args) or {})
-  from components.evaluate.component import run_evaluate
+  from components.evaluate.task import run_evaluate
   run_evaluate("ckpt", "data", "vqa", "out", which="best", prompt_len=24, seed=7)
   run_evaluate("ckpt", "data", "vqa", "out")
   assert (seen[0].which, seen[0].prompt_len, seen[0].seed) == ("best", 24, 7)

@@ -205,7 +205,7 @@ def test_component_compiles(tmp_path):
   path = tmp_path / "export.yaml"
   compiler.Compiler().compile(export_model, str(path))
   text = path.read_text()
-  assert "export_format" in text and "exported" in text and "components.export.component" in text
+  assert "export_format" in text and "exported" in text and "components.export.task" in text
 
 
 def write_tiny_dataset(root, n=16):

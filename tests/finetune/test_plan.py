@@ -28,6 +28,7 @@ def _need_libtpu():
     pytest.skip("libtpu not installed: pip install 'paligemma-pipelines[tpu]' to compile for TPU topologies")
 
 
+@pytest.mark.slow
 def test_planner_on_a_tiny_model_reports_memory_flops_and_largest_batch():
   _need_libtpu()
   result, out = _plan("--model", "tiny-v2", "--trainable", "full", "--batch", "8", "--text-len", "16",
