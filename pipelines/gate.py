@@ -16,10 +16,10 @@ HEADLINE_METRIC = {"detect": "map50", "caption": "cider", "vqa": "accuracy", "oc
 class Decision:
   passed: bool
   metric: str
-  tuned: float
-  base: float
+  tuned: float | None        # None: the metric is undefined (e.g. a split with no ground-truth objects)
+  base: float | None
   reference_name: str        # "champion" or "base model"
-  reference: float
+  reference: float | None
   reason: str
 
   def to_markdown(self, champion: dict | None) -> str:
@@ -27,13 +27,17 @@ class Decision:
     lines = [
         f"## Gate: {verdict}", "", self.reason, "",
         f"| model | {self.metric} |", "|---|---|",
-        f"| tuned | {self.tuned:.4f} |",
-        f"| base | {self.base:.4f} |",
+        f"| tuned | {_fmt(self.tuned)} |",
+        f"| base | {_fmt(self.base)} |",
     ]
     if champion:
       lines.append(f"| champion ({champion.get('run_id', '?')}, {champion.get('date', '?')}) "
                    f"| {float(champion['value']):.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+  return "undefined" if value is None else f"{value:.4f}"
 
 
 def headline_metric(task: str) -> str:
@@ -43,11 +47,11 @@ def headline_metric(task: str) -> str:
     raise ValueError(f"unknown task {task!r}; the gate knows {sorted(HEADLINE_METRIC)}") from None
 
 
-def _value(metrics: dict, metric: str, which: str) -> float:
+def _value(metrics: dict, metric: str, which: str) -> float | None:
   if metric not in metrics:
     raise KeyError(f"the {which} evaluation has no {metric!r} metric (it has {sorted(metrics)}); "
                    "was it evaluated on the same task?")
-  return float(metrics[metric])
+  return None if metrics[metric] is None else float(metrics[metric])
 
 
 def decide(task: str, tuned: dict, base: dict, champion: dict | None = None, *,
@@ -61,7 +65,13 @@ def decide(task: str, tuned: dict, base: dict, champion: dict | None = None, *,
   else:
     reference_name, reference = "base model", base_value
 
-  if tuned_value < min_metric:
+  if tuned_value is None or reference is None:
+    passed = False
+    which = "tuned model's" if tuned_value is None else f"{reference_name}'s"
+    reason = (f"The {which} {metric} is undefined (the evaluation split has nothing to score it on, e.g. no "
+              f"ground-truth objects), so the models cannot be compared; nothing is exported. Evaluate on a "
+              f"split with labelled examples.")
+  elif tuned_value < min_metric:
     passed = False
     reason = (f"The tuned model's {metric} {tuned_value:.4f} is below the required threshold "
               f"{min_metric:.4f}; nothing is exported.")

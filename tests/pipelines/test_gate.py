@@ -49,6 +49,16 @@ def test_champion_of_another_metric_is_ignored():
   assert decision.passed and decision.reference_name == "base model"
 
 
+def test_undefined_metric_is_not_promoted_and_says_why():
+  """mAP is null when the split has no ground-truth box: no comparison, no export, and the reason says so."""
+  decision = gate.decide("detect", tuned={"map50": None}, base={"map50": None})
+  assert not decision.passed and decision.tuned is None
+  assert "tuned model's map50 is undefined" in decision.reason
+  assert "| tuned | undefined |" in decision.to_markdown(None)
+  record = {"model_uri": "x", "metric": "map50", "value": 0.5, "run_id": "r", "date": "d"}
+  assert not gate.decide("detect", tuned={"map50": None}, base={"map50": 0.1}, champion=record).passed
+
+
 def test_missing_metric_is_a_clear_error():
   with pytest.raises(KeyError, match="tuned model's evaluation has no 'map50' metric.*'cider'"):
     gate.decide("detect", tuned={"cider": 1.0}, base={"map50": 0.1})
