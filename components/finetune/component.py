@@ -12,18 +12,6 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from pipelines.images import image_uri
 
 
-def run_finetune(config: str, workdir: str, data_dir: str, checkpoint: str = "", overrides: tuple = ()) -> dict:
-  """Loads a shipped config (by name) or a config file, applies overrides, trains. Returns the result."""
-  import os
-
-  from components.finetune import config as config_lib, distributed, trainer
-
-  if not config.endswith(".py"):
-    config = os.path.join(os.path.dirname(__file__), "configs", f"{config}.py")
-  settings = [f"data_dir={data_dir}"] + ([f"checkpoint={checkpoint}"] if checkpoint else []) + list(overrides)
-  distributed.initialize()
-  return trainer.train(config_lib.load_config(config, settings), workdir)
-
 
 def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_model: Output[Model],
                     train_metrics: Output[Metrics], config: str = "notebook_attention_sgd",
@@ -31,7 +19,7 @@ def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_mod
   """PaliGemma fine-tuning -> a workdir (config.json, model.json, tokenizer.model, checkpoints/, metrics)."""
   import json
 
-  from components.finetune.component import run_finetune
+  from components.finetune.task import run_finetune
 
   result = run_finetune(config, tuned_model.path, dataset.path, base_model.path, tuple(overrides))
   for name in ("loss", "val_loss"):
