@@ -102,7 +102,8 @@ def run(arguments: dict, output: str) -> dict:
   """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary."""
   import kfp.local
 
-  from pipelines import champion, kfp_local_fix, runtime
+  from components.common.atomic import write_json_atomic
+  from pipelines import champion, kfp_local_fix
   from pipelines.dag import build_pipeline
   from pipelines.targets import get_target
 
@@ -128,7 +129,7 @@ def run(arguments: dict, output: str) -> dict:
       "pipeline_seconds": round(elapsed, 1),
       "arguments": {k: v for k, v in arguments.items()},
   }
-  runtime.write_json_atomic(os.path.join(output, "summary.json"), summary)
+  write_json_atomic(os.path.join(output, "summary.json"), summary)
   return summary
 
 

@@ -86,9 +86,3 @@ def report_path(evaluation_dir: str) -> str:
   return os.path.join(evaluation_dir, "report.html")
 
 
-def write_json_atomic(path: str, value) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)

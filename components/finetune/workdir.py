@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-
 import fsspec
+
+from components.common.atomic import write_atomic, write_json_atomic
 
 CONFIG, MODEL, TOKENIZER, METRICS = "config.json", "model.json", "tokenizer.model", "metrics.jsonl"
 
@@ -16,17 +16,8 @@ def is_remote(path: str) -> bool:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-  """Atomic: a local file appears complete or not at all (temp name then rename); an object store
-  write is atomic by itself."""
-  if is_remote(path):
-    with fsspec.open(path, "wb") as f:
-      f.write(data)
-    return
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  """Atomic: the file appears complete or not at all, locally and on gs://."""
+  write_atomic(path, lambda f: f.write(data))
 
 
 def read_bytes(path: str) -> bytes | None:
@@ -38,7 +29,7 @@ def read_bytes(path: str) -> bytes | None:
 
 
 def write_json(path: str, obj) -> None:
-  write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+  write_json_atomic(path, obj)
 
 
 def read_json(path: str):
