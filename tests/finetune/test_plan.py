@@ -53,5 +53,9 @@ def test_planner_paligemma2_3b(trainable, optimizer, batch, topology):
         f"(peak {result['peak_bytes_per_device'] and result['peak_bytes_per_device'] / 2**30:.2f} GiB of "
         f"{result['hbm_bytes_per_device'] / 2**30:.2f} GiB)")
   assert {"peak_bytes_per_device", "hbm_bytes_per_device", "fits", "flops_per_step"} <= result.keys()
-  # 3.03e9 parameters, (256 image + 128 text) tokens: model FLOPs are at least 6 * N * tokens.
-  assert result["flops_per_step"] > 6 * 2.9e9 * batch * 384 * 0.9
+  # (256 image + 128 text) tokens per example. A full fine-tune of 3.03e9 parameters costs at least 6*N per
+  # token. With everything but attention frozen there are no weight gradients to speak of and no backward
+  # pass through the image tower, but the forward and the activation gradients through all 2.6e9 LLM
+  # parameters remain: at least 4*N_llm per token (a scan body counted once would be 26x lower).
+  min_flops_per_token = 6 * 2.9e9 if trainable == "full" else 4 * 2.6e9
+  assert result["flops_per_step"] > min_flops_per_token * batch * 384 * 0.9
