@@ -7,10 +7,11 @@
     from pipelines.dag import build_pipeline                    # the @dsl.pipeline for a target
     from pipelines import TARGETS, get_target, HEADLINE_METRIC
 
-Modules: `targets` (the target table), `dag` (the DAG), `steps` (its components), `gate` + `champion`
-(promotion), `images` (step images pinned to the package version), `local`/`synthetic`/`local_demo` (the
-offline demo), `compile`, `submit`, `kfp_local_fix` (two KFP local-runner fixes). Importing this package
-does not import kfp.
+Modules: `targets` (the target table), `dag` (the DAG), `steps` (its components: the steps' own from
+`components/<step>/component.py`, plus gate and promote), `gate` + `champion` (promotion), `runtime`
+(kfp-free helpers of the component bodies), `images` (step images pinned to the package version),
+`local`/`synthetic`/`local_demo` (the offline demo), `compile`, `submit`, `kfp_local_fix` (two KFP
+local-runner fixes). Importing this package does not import kfp.
 """
 from pipelines.gate import HEADLINE_METRIC
 from pipelines.targets import TARGETS, Target, get_target

@@ -1,7 +1,8 @@
 """The DAG: download -> convert -> finetune -> evaluate (base and tuned) -> gate -> [export -> promote].
 
 One definition for every target; `build_pipeline(target)` only changes where the heavy steps (finetune,
-evaluate) run — see `pipelines.targets` — and which container image the steps use.
+evaluate) run — see `pipelines.targets` — and which container image the steps use. The steps are their own
+KFP components (`components/<step>/component.py`), bound to that image by `pipelines.steps`.
 
     download ─┬──────────────> evaluate(base) ──┬───────────> gate ──[passed]──> export ──> promote
     convert ──┴──> finetune ──> evaluate(tuned) <─┘ baseline ──┘                   (champion record)
@@ -66,7 +67,7 @@ def gate_and_promote(ops, *, task, base_evaluation, tuned_evaluation, tuned_mode
                       min_improvement=min_improvement)
   decision.set_display_name("gate: beats the champion?")
   with dsl.If(decision.outputs["passed"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
-    exported = light(ops.export(tuned_model=tuned_model, tuned_evaluation=tuned_evaluation, export_uri=export_uri,
+    exported = light(ops.export(model=tuned_model, evaluation=tuned_evaluation, export_uri=export_uri,
                                 export_format=export_format, dtype=export_dtype, register=register,
                                 run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export")
     exported.set_display_name("export")
@@ -141,7 +142,7 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       kubernetes.use_secret_as_env(download, secret_name=CREDENTIALS_SECRET, optional=True,
                                    secret_key_to_env={name: name for name in CREDENTIAL_ENV})
     download.set_display_name("download weights")
-    convert = light(ops.convert(dataset_uri=dataset_uri, dataset_format=dataset_format, task=task,
+    convert = light(ops.convert(input_uri=dataset_uri, data_format=dataset_format, task=task,
                                 classes=classes, splits=splits, seed=seed), "convert")
     convert.set_display_name("convert dataset")
 

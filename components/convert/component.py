@@ -11,7 +11,6 @@ from kfp.dsl import Dataset, Output
 from pipelines.images import image_uri
 
 
-
 def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Output[Dataset], classes: str = "",
                      splits: str = "train=0.8,valid=0.1,test=0.1", seed: int = 0, strict: bool = False,
                      workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128) -> str:
@@ -29,4 +28,9 @@ def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Outpu
   return report
 
 
-convert_dataset = dsl.component(_convert_dataset, base_image=image_uri("cpu"), install_kfp_package=False)
+def make(image: str):
+  """This step's component running in container `image` (the pipeline binds it to its target's image)."""
+  return dsl.component(_convert_dataset, base_image=image, install_kfp_package=False)
+
+
+convert_dataset = make(image_uri("cpu"))

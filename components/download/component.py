@@ -14,7 +14,6 @@ from kfp.dsl import Model, Output
 from pipelines.images import image_uri
 
 
-
 def _download_model_dir(model: str, model_dir: Output[Model], source: str = "", tokenizer: str = "",
                         dtype: str = "bfloat16", kaggle_credentials_path: str = "", hf_credentials_path: str = ""):
   """PaliGemma weights + tokenizer from Kaggle, GCS, the HF hub or a path -> a model directory."""
@@ -26,4 +25,9 @@ def _download_model_dir(model: str, model_dir: Output[Model], source: str = "", 
                              "source": source or model})
 
 
-download_model_dir = dsl.component(_download_model_dir, base_image=image_uri("cpu"), install_kfp_package=False)
+def make(image: str):
+  """This step's component running in container `image` (the pipeline binds it to its target's image)."""
+  return dsl.component(_download_model_dir, base_image=image, install_kfp_package=False)
+
+
+download_model_dir = make(image_uri("cpu"))

@@ -12,7 +12,6 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 from pipelines.images import image_uri
 
 
-
 def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],
                     metrics: Output[Metrics], report: Output[HTML], split: str = "valid", sampler: str = "greedy",
                     max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
@@ -37,4 +36,9 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
 
 
-evaluate_model = dsl.component(_evaluate_model, base_image=image_uri("cpu"), install_kfp_package=False)
+def make(image: str):
+  """This step's component running in container `image` (the pipeline binds it to its target's image)."""
+  return dsl.component(_evaluate_model, base_image=image, install_kfp_package=False)
+
+
+evaluate_model = make(image_uri("cpu"))

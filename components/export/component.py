@@ -12,28 +12,37 @@ from kfp.dsl import Artifact, Input, Model, Output
 from pipelines.images import image_uri
 
 
-
 def _export_model(model: Input[Model], export_format: str, exported: Output[Model], checkpoint_file: str = "",
                   dtype: str = "", which: str = "latest", register: bool = False, dry_run: bool = False,
                   display_name: str = "", serving_container: str = "", labels: str = "",
-                  evaluation: Input[Artifact] = None, project: str = "", location: str = "") -> str:
+                  evaluation: Input[Artifact] = None, project: str = "", location: str = "",
+                  export_uri: str = "", run_id: str = "") -> str:
   """A finetune workdir or a model directory (or `checkpoint_file`, an .npz inside one) -> npz or hf export.
   `evaluation`: an evaluate step's evaluation directory, whose metrics.json the manifest records.
   `project`/`location`: where to register ("" = the environment's); names only, credentials come from the
-  environment (application-default credentials), never from parameters."""
+  environment (application-default credentials), never from parameters.
+  `export_uri`: export to EXPORT_URI/RUN_ID (the pipeline's models, beside the champion record) instead of
+  into the `exported` artifact; either way the artifact's metadata `uri` says where the export is."""
   import json
 
   from components.export.task import run_export
+  from pipelines.runtime import export_location
 
   checkpoint = f"{model.path.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model.path
   metrics_uri = f"{evaluation.path.rstrip('/')}/metrics.json" if evaluation else ""
-  manifest = run_export(checkpoint, export_format, exported.uri, dtype=dtype, which=which, metrics_uri=metrics_uri,
+  output = export_location(export_uri, run_id, exported.uri)
+  manifest = run_export(checkpoint, export_format, output, dtype=dtype, which=which, metrics_uri=metrics_uri,
                         register=register, dry_run=dry_run, display_name=display_name,
                         serving_container=serving_container, labels=labels, project=project, location=location)
   summary = json.loads(manifest)
-  exported.metadata.update({"format": export_format, "dtype": summary["dtype"], "files": len(summary["files"]),
-                            "package_version": summary["package"]["version"]})
+  exported.metadata.update({"uri": output, "format": export_format, "dtype": summary["dtype"],
+                            "files": len(summary["files"]), "package_version": summary["package"]["version"]})
   return manifest
 
 
-export_model = dsl.component(_export_model, base_image=image_uri("cpu"), install_kfp_package=False)
+def make(image: str):
+  """This step's component running in container `image` (the pipeline binds it to its target's image)."""
+  return dsl.component(_export_model, base_image=image, install_kfp_package=False)
+
+
+export_model = make(image_uri("cpu"))

@@ -12,24 +12,36 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from pipelines.images import image_uri
 
 
-
 def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_model: Output[Model],
                     train_metrics: Output[Metrics], config: str = "notebook_attention_sgd",
-                    overrides: list = []) -> str:  # noqa: B006 (KFP reads the default; never mutated)
-  """PaliGemma fine-tuning -> a workdir (config.json, model.json, tokenizer.model, checkpoints/, metrics)."""
+                    overrides: list = [],  # noqa: B006 (KFP reads the default; never mutated)
+                    trainable: str = "", total_steps: int = 0, epochs: float = 0.0, batch_size: int = 0,
+                    lr: float = 0.0, text_len: int = 0) -> str:
+  """PaliGemma fine-tuning -> a workdir (config.json, model.json, tokenizer.model, checkpoints/, metrics).
+  `config`: a shipped config's name or a .py path. `trainable` (a preset or regexes), `total_steps`, `epochs`,
+  `batch_size`, `lr` and `text_len` set those config keys; 0 / "" keep the config's value. `overrides`:
+  any other `key=value` config overrides, applied last. The model name comes from the base model's model.json."""
   import json
 
   from components.finetune.task import run_finetune
 
-  result = run_finetune(config, tuned_model.path, dataset.path, base_model.path, tuple(overrides))
+  result = run_finetune(config, tuned_model.path, dataset.path, base_model.path, tuple(overrides),
+                        trainable=trainable, total_steps=total_steps, epochs=epochs, batch_size=batch_size,
+                        lr=lr, text_len=text_len)
   for name in ("loss", "val_loss"):
     if result.get(name) is not None:
       train_metrics.log_metric(name, float(result[name]))
-  tuned_model.metadata.update({"config": config, "step": result["step"], "status": result["status"]})
+  tuned_model.metadata.update({"name": result["model_name"], "config": config, "step": result["step"],
+                               "status": result["status"]})
   if result["status"] != "done":
     raise RuntimeError(f"finetune stopped early ({result['status']}) at step {result['step']}; "
                        "retry the task to resume from its checkpoint")
   return json.dumps(result)
 
 
-finetune_model = dsl.component(_finetune_model, base_image=image_uri("tpu"), install_kfp_package=False)
+def make(image: str):
+  """This step's component running in container `image` (the pipeline binds it to its target's image)."""
+  return dsl.component(_finetune_model, base_image=image, install_kfp_package=False)
+
+
+finetune_model = make(image_uri("tpu"))

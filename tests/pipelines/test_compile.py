@@ -173,3 +173,59 @@ def test_cloud_finetune_is_retried_after_preemption(compiled):
       assert retry is None
     else:
       assert retry["maxRetryCount"] == 2, name
+
+
+STEP_COMPONENTS = {  # the DAG's task -> the step's own component (components/<step>/component.py)
+    "download": "components.download.component:download_model_dir",
+    "convert": "components.convert.component:convert_dataset",
+    "finetune": "components.finetune.component:finetune_model",
+    "evaluate": "components.evaluate.component:evaluate_model",
+    "evaluate-2": "components.evaluate.component:evaluate_model",
+    "export": "components.export.component:export_model",
+}
+
+
+@pytest.mark.parametrize("target", ["local", "kfp-gke-tpu-v5e-4"])
+def test_dag_steps_are_the_steps_own_components(compiled, tmp_path, target):
+  """One set of components: the DAG's step tasks run the same code, with the same inputs and outputs, as
+  each step's component compiled alone; only the image (and the short task name) differ."""
+  import importlib
+
+  from kfp import compiler
+
+  _, spec, _ = compiled[target]
+  for task, ref in STEP_COMPONENTS.items():
+    module_name, name = ref.split(":")
+    path = tmp_path / f"{name}.yaml"
+    compiler.Compiler().compile(getattr(importlib.import_module(module_name), name), str(path))
+    alone, _ = load_documents(str(path))
+    (alone_executor,) = alone["deploymentSpec"]["executors"].values()
+    in_dag = spec["root"]["dag"]["tasks"][task] if task in spec["root"]["dag"]["tasks"] else \
+        spec["components"]["comp-condition-1"]["dag"]["tasks"][task]
+    component = spec["components"][in_dag["componentRef"]["name"]]
+    executor = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    assert executor["command"] == alone_executor["container"]["command"], task  # the same function source
+    assert executor["args"] == alone_executor["container"]["args"], task
+    assert executor["image"] == images.image_uri(get_target(target).image_flavor, REGISTRY)
+    assert component["inputDefinitions"] == alone["root"]["inputDefinitions"], task
+    assert component["outputDefinitions"] == alone["root"]["outputDefinitions"], task
+
+
+def test_dag_passes_the_pipeline_parameters_to_the_step_inputs(compiled):
+  _, spec, _ = compiled["local"]
+  tasks = spec["root"]["dag"]["tasks"]
+
+  def source(task, name):
+    return tasks[task]["inputs"]["parameters"][name]["componentInputParameter"]
+
+  assert source("convert", "input_uri") == "dataset_uri" and source("convert", "data_format") == "dataset_format"
+  for name in ("trainable", "total_steps", "epochs", "batch_size", "lr", "text_len"):
+    assert source("finetune", name) == name
+  assert source("finetune", "config") == "finetune_config" and source("finetune", "overrides") == "finetune_overrides"
+  baseline = tasks["evaluate-2"]["inputs"]["artifacts"]["baseline"]["taskOutputArtifact"]
+  assert baseline == {"producerTask": "evaluate", "outputArtifactKey": "evaluation"}
+  export = spec["components"]["comp-condition-1"]["dag"]["tasks"]["export"]["inputs"]
+  assert export["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
+  assert export["parameters"]["export_uri"]["componentInputParameter"] == "pipelinechannel--export_uri"
+  assert export["artifacts"] == {"model": {"componentInputArtifact": "pipelinechannel--finetune-tuned_model"},
+                                 "evaluation": {"componentInputArtifact": "pipelinechannel--evaluate-2-evaluation"}}

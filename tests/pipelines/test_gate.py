@@ -89,15 +89,10 @@ def test_champion_and_export_locations():
   assert runtime.champion_location("", "") == ""
   assert runtime.export_location("gs://b/models/", "run-7", "/fallback") == "gs://b/models/run-7"
   assert runtime.export_location("", "run-7", "/fallback") == "/fallback"
+  with pytest.raises(ValueError, match="export_uri 'gs://b/models' needs a run_id"):
+    runtime.export_location("gs://b/models", "", "/fallback")
 
 
 def test_scalar_metrics_flattens_and_drops_non_numbers():
   metrics = {"map50": 0.5, "per_class": {"circle": {"ap": 0.25}}, "malformed": 3, "note": "x", "ok": True}
   assert runtime.scalar_metrics(metrics) == {"map50": 0.5, "per_class/circle/ap": 0.25, "malformed": 3.0}
-
-
-def test_last_train_metrics_keeps_the_latest_value_of_each_key(tmp_path):
-  (tmp_path / "metrics.jsonl").write_text(
-      '{"step": 10, "train/loss": 2.0}\n{"step": 20, "train/loss": 1.5, "valid/loss": 1.7}\n{"step": 30, '
-      '"train/loss": 1.2}\n')
-  assert runtime.last_train_metrics(str(tmp_path)) == {"step": 30, "train/loss": 1.2, "valid/loss": 1.7}
