@@ -18,6 +18,7 @@ import tempfile
 import yaml
 from kfp import compiler
 
+from components.common.atomic import write_atomic
 from pipelines import images
 from pipelines.dag import build_pipeline
 from pipelines.targets import TARGETS, get_target
@@ -34,16 +35,12 @@ def registry_for(image_registry: str | None, project: str | None, region: str | 
 def compile_pipeline(target_name: str, output: str, registry: str = images.LOCAL_REGISTRY) -> str:
   """Writes the target's pipeline YAML to `output` (atomically) and returns the path."""
   pipeline = build_pipeline(get_target(target_name), registry)
-  directory = os.path.dirname(os.path.abspath(output))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pipeline-", suffix=".yaml")
-  os.close(fd)
-  try:
-    compiler.Compiler().compile(pipeline, tmp)
-    os.replace(tmp, output)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with tempfile.TemporaryDirectory() as scratch:  # the compiler writes a file; publish it in one rename
+    package = os.path.join(scratch, "pipeline.yaml")
+    compiler.Compiler().compile(pipeline, package)
+    with open(package, "rb") as f:
+      text = f.read()
+  write_atomic(output, lambda f: f.write(text))
   return output
 
 

@@ -1,4 +1,4 @@
-"""Two fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
+"""Three fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
 
 1. `dsl.If`.
 kfp 2.16's local orchestrator (`kfp.local.orchestrator.enhanced_dag_orchestrator.ConditionEvaluator`)
@@ -15,6 +15,11 @@ literals, failing loudly (instead of silently skipping the branch) on anything i
 `executor_input_utils.construct_executor_input` looks every declared input artifact up in the task's
 arguments and raises KeyError for an optional one that was not passed. The fix leaves such inputs out of
 the executor input, which is what the KFP backend does; the component then receives its default (None).
+
+3. `dsl.PIPELINE_JOB_NAME_PLACEHOLDER` inside a `dsl.If` branch: the enhanced orchestrator runs the branch
+as a nested DAG named `<job>/condition-1` (to keep its output paths apart) and substitutes that nested name
+for the job name, so the export step wrote to `models/<job>/condition-1`. Vertex AI and KFP give the run's
+name; the fix substitutes the root name (the part before the first `/`) for that one placeholder.
 """
 from __future__ import annotations
 
@@ -67,12 +72,26 @@ def _without_unpassed_optional_artifacts(construct):
   return construct_executor_input
 
 
+def _root_job_name(resolve):
+  from kfp import dsl
+
+  def resolve_individual_placeholder(element, *args, pipeline_resource_name, **kwargs):
+    if isinstance(element, str):
+      element = element.replace(dsl.PIPELINE_JOB_NAME_PLACEHOLDER, pipeline_resource_name.split("/")[0])
+    return resolve(element, *args, pipeline_resource_name=pipeline_resource_name, **kwargs)
+
+  resolve_individual_placeholder.fixed_by_pipelines = True
+  return resolve_individual_placeholder
+
+
 def install() -> None:
   """Idempotent; affects only the KFP local runner of this process."""
-  from kfp.local import executor_input_utils
+  from kfp.local import executor_input_utils, placeholder_utils
   from kfp.local.orchestrator import enhanced_dag_orchestrator
 
   enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)
   if not getattr(executor_input_utils.construct_executor_input, "fixed_by_pipelines", False):
     executor_input_utils.construct_executor_input = _without_unpassed_optional_artifacts(
         executor_input_utils.construct_executor_input)
+  if not getattr(placeholder_utils.resolve_individual_placeholder, "fixed_by_pipelines", False):
+    placeholder_utils.resolve_individual_placeholder = _root_job_name(placeholder_utils.resolve_individual_placeholder)

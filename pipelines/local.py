@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--tokenizer", default="")
   p.add_argument("--train-images", type=int, help="demo: synthetic training images (default local_demo.DEMO)")
   p.add_argument("--valid-images", type=int, help="demo: synthetic validation images")
+  p.add_argument("--seed", type=int, help="demo: seed of the synthetic data, the random model and training "
+                 "(default local_demo.DEMO)")
   p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
   p.add_argument("--format", default="coco", help="dataset format, see python -m components.convert --help")
   p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"))
@@ -56,13 +58,16 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None) -> dict:
+def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
+                 seed: int | None = None) -> dict:
   """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them."""
   from components import paligemma
   from pipelines import local_demo, synthetic
 
   demo = dict(local_demo.DEMO)
   demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images)) if v})
+  if seed is not None:
+    demo["seed"] = seed
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
   start = time.monotonic()
   dataset = synthetic.make_detection_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
@@ -72,7 +77,8 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
   log.info("demo inputs ready in %.0fs: %d+%d synthetic images, random %s", time.monotonic() - start,
            demo["train_images"], demo["valid_images"], demo["model"])
   return dict(model=demo["model"], model_source=checkpoint, dataset_uri=dataset, dataset_format="coco",
-              task="detect", finetune_config=os.path.abspath(local_demo.__file__),
+              task="detect", finetune_config=os.path.abspath(local_demo.__file__), seed=demo["seed"],
+              finetune_overrides=[f"seed={demo['seed']}"],
               max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
 
 
@@ -82,13 +88,14 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
                      dataset_uri=args.dataset, dataset_format=args.format, task=args.task,
                      finetune_config=args.config or "notebook_attention_sgd")
   else:
-    arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images)
+    arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images, args.seed)
     if args.dataset:  # the demo model on the user's data
       arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
     if args.config:
       arguments["finetune_config"] = args.config
   arguments.update(classes=args.classes, trainable=args.trainable, total_steps=args.steps, epochs=args.epochs,
-                   batch_size=args.batch, lr=args.lr, text_len=args.text_len, finetune_overrides=args.set,
+                   batch_size=args.batch, lr=args.lr, text_len=args.text_len,
+                   finetune_overrides=arguments.get("finetune_overrides", []) + args.set,
                    export_uri=os.path.join(output, "models"), export_format=args.export_format,
                    champion_uri=args.champion, min_metric=args.min_metric)
   if args.eval_limit:

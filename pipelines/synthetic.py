@@ -2,7 +2,7 @@
 
 The dataset is a COCO export in Roboflow's layout (`{train,valid}/_annotations.coco.json`, images beside),
 the same thing a user uploads, so the demo runs the real convert step. Each image holds 1-2 shapes
-(circle, square, triangle) at random positions and sizes on a noisy background.
+(circle, square, triangle) at random positions, a quarter to half the image wide, on a noisy background.
 
 The model is a model directory as `components.download` leaves it for a local source: `<name>.npz`,
 `model.json`, `tokenizer.model` (a real sentencepiece model trained by
@@ -43,7 +43,7 @@ def _image(rng: np.random.Generator, size: int, classes: tuple[str, ...], grid: 
   objects, taken = [], np.zeros((size, size), bool)
   for _ in range(int(rng.integers(1, 3))):
     for _attempt in range(20):
-      side = grid * int(rng.integers(size // 5 // grid, size // 2 // grid + 1))
+      side = grid * int(rng.integers(-(-size // 4 // grid), size // 2 // grid + 1))  # ceil(size/4) .. size/2
       x, y = (grid * int(v) for v in rng.integers(0, (size - side) // grid + 1, size=2))
       if taken[y:y + side, x:x + side].mean() < 0.1:
         break
@@ -79,7 +79,7 @@ def make_detection_dataset(out_dir: str, *, train: int, valid: int, image_size: 
   return out_dir
 
 
-def make_random_model(out_dir: str, name: str = "small-v2", seed: int = 0) -> str:
+def make_random_model(out_dir: str, name: str = "demo-v2", seed: int = 0) -> str:
   """A model directory with random initial weights; returns the checkpoint's path."""
   import jax
   import jax.numpy as jnp

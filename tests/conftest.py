@@ -19,3 +19,31 @@ def bigvision_fixtures() -> pathlib.Path:
   if not BIGVISION_FIXTURES.is_dir():
     pytest.skip(f"big_vision fixtures not found at {BIGVISION_FIXTURES} (expected ../shared beside the checkout)")
   return BIGVISION_FIXTURES
+
+
+@pytest.fixture
+def gcs_emulator():
+  """An in-memory GCS emulator on a free loopback port (../shared/reference/STANDINS.md).
+
+  Yields `(env, client)`: `env` points gcsfs and google-cloud-storage at the emulator (hand it to
+  subprocesses: gcsfs reads it at import) and `client` is an anonymous storage client talking to it, for
+  creating buckets. The download tests put a fault-injecting proxy in front instead (tests/download).
+  """
+  server_module = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed")
+  import socket
+
+  from google.auth.credentials import AnonymousCredentials
+  from google.cloud import storage
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = server_module.create_server("127.0.0.1", port, in_memory=True)
+  server.start()
+  env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+         "FSSPEC_GS_TOKEN": "anon", "GOOGLE_CLOUD_PROJECT": "test-project"}
+  try:
+    yield env, storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                              client_options={"api_endpoint": env["STORAGE_EMULATOR_HOST"]})
+  finally:
+    server.stop()

@@ -1,7 +1,6 @@
 """gs:// input and output against gcp-storage-emulator (../shared/reference/STANDINS.md), through the CLI."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,23 +10,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture
-def emulator(monkeypatch):
-  server_module = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed")
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  server = server_module.create_server("127.0.0.1", port, in_memory=True)
-  server.start()
-  env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-         "FSSPEC_GS_TOKEN": "anon", "GOOGLE_CLOUD_PROJECT": "test-project"}
+def emulator(gcs_emulator, monkeypatch):
+  env, client = gcs_emulator
   for key, value in env.items():
     monkeypatch.setenv(key, value)
-  from google.auth.credentials import AnonymousCredentials
-  from google.cloud import storage
-  client = storage.Client(project="test-project", credentials=AnonymousCredentials())
-  client.create_bucket("data")
-  yield client.bucket("data"), env
-  server.stop()
+  return client.create_bucket("data"), env
 
 
 def test_gcs_input_and_output(tmp_path, imgs, emulator):

@@ -5,7 +5,6 @@ import io
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -155,27 +154,14 @@ def test_missing_model_json_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.fixture
-def gcs_emulator():
-  server_module = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator is not installed")
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  server = server_module.create_server("127.0.0.1", port, in_memory=True, default_bucket="models")
-  server.start()
-  from google.auth.credentials import AnonymousCredentials
-  from google.cloud import storage
-  env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-         "FSSPEC_GS_TOKEN": "anon", "GOOGLE_CLOUD_PROJECT": "test-project"}
-  try:
-    yield storage.Client(project="test-project", credentials=AnonymousCredentials(),
-                         client_options={"api_endpoint": env["STORAGE_EMULATOR_HOST"]}).bucket("models"), env
-  finally:
-    server.stop()
+def models_bucket(gcs_emulator):
+  env, client = gcs_emulator
+  return client.create_bucket("models"), env
 
 
 @pytest.mark.slow  # ~20 s: a fresh interpreter (gcsfs reads the emulator's address from the environment)
-def test_export_to_gcs_and_read_back(model_dir, tmp_path, gcs_emulator):
-  bucket, env = gcs_emulator
+def test_export_to_gcs_and_read_back(model_dir, tmp_path, models_bucket):
+  bucket, env = models_bucket
   # A previous export at the same place: its extra shard must go, its manifest must be replaced.
   bucket.blob("runs/7/model-00001-of-00009.safetensors").upload_from_string(b"stale")
   bucket.blob("runs/7/manifest.json").upload_from_string(b"{}")

@@ -2,7 +2,6 @@
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tracemalloc
@@ -285,21 +284,15 @@ def test_load_holds_at_most_one_array_beyond_the_result(tmp_path):
 
 
 @pytest.mark.slow  # ~20 s: a fresh interpreter importing jax and gcsfs
-def test_gcs_round_trip(tiny_v1):
+def test_gcs_round_trip(tiny_v1, gcs_emulator):
   """save/load (and the tokenizer) on gs:// against a local GCS emulator.
 
   Runs in a subprocess: gcsfs and fsspec read their settings from the environment at import.
   """
-  server_mod = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator not installed")
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  server = server_mod.create_server("127.0.0.1", port, in_memory=True, default_bucket="ckpts")
-  server.start()
-  try:
-    env = dict(os.environ, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}", GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false",
-               FSSPEC_GS_TOKEN="anon", GOOGLE_CLOUD_PROJECT="test-project")
-    script = f"""
+  emulator_env, client = gcs_emulator
+  client.create_bucket("ckpts")
+  env = dict(os.environ, **emulator_env)
+  script = f"""
 import json, fsspec, numpy as np, ml_dtypes
 from components.paligemma.checkpoint import load_flat, save
 from components.paligemma.tokenizer import Tokenizer, train_small_tokenizer
@@ -314,11 +307,9 @@ same = all(back[k].tobytes() == flat[k].astype(ml_dtypes.bfloat16).tobytes() for
 print(json.dumps({{"same": same, "tok_ok": tok_ok, "dtype": str(back["img/head/kernel"].dtype),
                   "listing": sorted(fsspec.filesystem("gs").ls("ckpts/run"))}}))
 """
-    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-  finally:
-    server.stop()
+  run = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads(run.stdout.strip().splitlines()[-1])
   assert result == {"same": True, "tok_ok": True, "dtype": "bfloat16",
                     "listing": ["ckpts/run/model.npz", "ckpts/run/tokenizer.model"]}

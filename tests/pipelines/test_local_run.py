@@ -72,9 +72,27 @@ def test_pipelines_local_end_to_end(tmp_path):
   assert "beats the champion's -1.0000" in summary["gate"]["reason"]
   assert os.path.exists(summary["report"])
   exported = summary["exported_model"]
-  assert exported.startswith(str(out / "models"))
+  run_name = os.listdir(out / "artifacts")[0]
+  assert exported == str(out / "models" / run_name)  # EXPORT_URI/<pipeline run name>, as on Vertex AI
   assert os.path.exists(os.path.join(exported, "manifest.json"))
   assert any(name.endswith(".npz") for name in os.listdir(exported))
   record = json.loads(champion.read_text())
   assert record["model_uri"] == exported and record["value"] == summary["tuned"]["map50"]
   assert f"exported model: {exported}" in result.stdout
+
+
+def test_default_demo_learns(tmp_path):
+  """The issue's bar: `python -m pipelines.local` with no arguments learns the synthetic detection task.
+
+  The 15-minute budget is measured and printed (benchmarks/RESULTS.md records it), not asserted: CI machines
+  run other tests beside this one."""
+  out = tmp_path / "run"
+  result = subprocess.run([sys.executable, "-m", "pipelines.local", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=3600)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  summary = json.loads((out / "summary.json").read_text())
+  base, tuned = summary["base"]["map50"], summary["tuned"]["map50"]
+  print(f"default demo: base mAP@0.5 {base:.3f}, tuned {tuned:.3f}, pipeline {summary['pipeline_seconds']:.0f}s")
+  assert tuned >= 0.5, summary["tuned"]
+  assert tuned >= base + 0.3, (base, tuned)
+  assert summary["gate"]["passed"] is True and summary["exported_model"]
