@@ -4,7 +4,8 @@ Sources, first match wins:
   1. explicit arguments (the CLI's --coordinator_address/--num_processes/--process_id; tests), or the
      environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID;
   2. Vertex AI custom jobs: CLUSTER_SPEC = {"cluster": {"workerpool0": ["host:port"], ...},
-     "task": {"type": "workerpool0", "index": 0}} (the chief of workerpool0 coordinates);
+     "task": {"type": "workerpool0", "index": 0}} (the chief of workerpool0 coordinates, on the port
+     Vertex lists for it: the one the job's replicas may reach each other on);
   3. multi-host TPU VMs and GKE TPU node pools (TPU_WORKER_HOSTNAMES lists several hosts): jax
      detects the cluster itself.
 A single process needs none of this, and nothing is started.
@@ -18,7 +19,7 @@ import os
 import jax
 
 log = logging.getLogger(__name__)
-_VERTEX_PORT = 8476
+_DEFAULT_PORT = 8476  # jax's own default, for a chief listed without a port
 
 
 def _vertex_cluster() -> tuple[str, int, int] | None:
@@ -32,8 +33,8 @@ def _vertex_cluster() -> tuple[str, int, int] | None:
     return None
   task = spec["task"]
   before = sum(len(spec["cluster"][p]) for p in pools if p < task["type"])
-  chief = hosts[0].split(":")[0]
-  return f"{chief}:{_VERTEX_PORT}", len(hosts), before + int(task["index"])
+  chief, _, port = hosts[0].partition(":")
+  return f"{chief}:{port or _DEFAULT_PORT}", len(hosts), before + int(task["index"])
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
