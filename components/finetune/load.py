@@ -6,7 +6,9 @@ trained ones from the orbax checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 
 import jax
@@ -25,6 +27,18 @@ def _to_f32(tree):
 
 def _model_cfg(model_json: dict) -> dict:
   return {k: dict(v) for k, v in model_json.items() if k in ("llm", "img")}
+
+
+@contextlib.contextmanager
+def _orbax_quiet():
+  """Orbax reports every restore step at INFO through absl ("Missing metrics for step N"): noise to a user."""
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(max(level, logging.WARNING))
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
 
 
 def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
@@ -47,14 +61,14 @@ def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
                             "written by components.finetune or an .npz")
   config = ml_collections.ConfigDict(json.loads(config_json))
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
-  mgr = checkpoints.manager(path, read_only=True)
-  step = checkpoints.pick_step(mgr, which)
-  if step is None:
-    raise FileNotFoundError(f"{checkpoints.checkpoint_dir(path)} holds no checkpoint yet")
-
-  setup = state_lib.build(config, mesh, total_steps=1)
-  state, _ = checkpoints.restore(mgr, step, setup.abstract_state)
-  mgr.close()
+  with _orbax_quiet():
+    mgr = checkpoints.manager(path, read_only=True)
+    step = checkpoints.pick_step(mgr, which)
+    if step is None:
+      raise FileNotFoundError(f"{checkpoints.checkpoint_dir(path)} holds no checkpoint yet")
+    setup = state_lib.build(config, mesh, total_steps=1)
+    state, _ = checkpoints.restore(mgr, step, setup.abstract_state)
+    mgr.close()
   if setup.source.checkpoint:  # frozen weights: the base checkpoint, as trained (cast to frozen_dtype)
     base = paligemma.load(setup.source.checkpoint, setup.source.model_cfg)
     _, frozen = policy.split_trainable(base, config_lib.trainable_regexes(config.trainable))
