@@ -87,6 +87,8 @@ def write(uri: str, record: dict, *, if_generation: str | None = None) -> None:
     try:
       _gcs_blob(uri).upload_from_string(text, content_type="application/json", **condition)
     except PreconditionFailed:
+      if read(uri) == json.loads(text):  # a retried request whose first attempt had landed: this run won
+        return
       raise _changed(uri, if_generation) from None
     return
   directory = os.path.dirname(os.path.abspath(uri))

@@ -34,9 +34,6 @@ CREDENTIAL_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "HF_TOKEN")
 # Spot/preempted TPU hosts: the trainer checkpoints on SIGTERM and a retry continues in the same workdir.
 FINETUNE_RETRIES = 2
 LIGHT_STEP_RESOURCES = {"download": ("4", "32G"), "convert": ("8", "32G"), "export": ("8", "64G")}
-# Steps whose result depends on state outside their inputs (a growing dataset prefix, the champion record)
-# or that change it: never served from the cache, whatever the run's caching setting.
-UNCACHED = ("fingerprint", "champion", "gate", "export", "promote")
 
 
 def _vertex_custom_job(component, target: Target):
@@ -68,6 +65,8 @@ def _place_on_kfp(task, target: Target) -> None:
 
 
 def _uncached(task):
+  """A step whose result depends on state outside its inputs (the dataset prefix's listing, the champion
+  record) or that changes such state: never served from the cache (submit keeps this compiled setting)."""
   return task.set_caching_options(False)
 
 

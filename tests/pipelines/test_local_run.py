@@ -56,7 +56,7 @@ def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path, grow_valid_sp
   # The champion was re-scored on today's split, with today's new images, by the evaluate core.
   with open(run_dir / "rescore" / "evaluation" / "predictions.jsonl") as f:
     scored = {json.loads(line)["image"] for line in f}
-  assert len(scored) == 6 and {f"images/{a}" for a in added} <= scored
+  assert len(scored) == 6 and {f"images/{os.path.splitext(a)[0]}.jpg" for a in added} <= scored  # written as JPEG
   rescored = decision["champion_metrics"]["map50"]
   assert decision["champion_rescored"] == rescored and decision["champion_stored"] == 0.93
   # The champion is the base model's own weights: same split, same settings, so exactly the base's score.
