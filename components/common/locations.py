@@ -15,8 +15,14 @@ LOC_MAX = NUM_BINS - 1
 
 
 def to_bins(values) -> np.ndarray:
-  """Normalised coordinates in [0, 1] -> int bins in [0, 1023] (big_vision: round(v * 1023), clipped)."""
-  return np.clip(np.round(np.asarray(values, np.float64) * LOC_MAX), 0, LOC_MAX).astype(np.int64)
+  """Normalised coordinates in [0, 1] -> int bins in [0, 1023] (big_vision: round(v * 1023), clipped).
+
+  float32 coordinates are multiplied in float32, as big_vision's TF ops do with its float32 boxes (the
+  segmentation op): the two precisions can round an exact half-bin differently (v * 1023 = n + 0.5 in
+  real numbers, e.g. 5/22). Anything else is multiplied in float64."""
+  values = np.asarray(values)
+  values = values if values.dtype == np.float32 else values.astype(np.float64)
+  return np.clip(np.round(values * values.dtype.type(LOC_MAX)), 0, LOC_MAX).astype(np.int64)
 
 
 def from_bins(bins) -> np.ndarray:

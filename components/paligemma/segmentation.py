@@ -4,7 +4,8 @@ Writing (big_vision's `refcoco_mask2str` preprocessing op, big_vision/pp/proj/pa
 the mask is cropped to its box (corners `round(side * coordinate)` in float32, as TF does), resized to
 64×64 with antialiased bilinear interpolation (TF's `tf.image.resize(..., antialias=True)`, a triangle
 kernel widened by the downscale factor, weights renormalised at the edges), scaled to [0, 1] and encoded
-into 16 codes; the box becomes four `<loc>` tokens by the detection rule (`components.common.locations`).
+into 16 codes; the box becomes four `<loc>` tokens by the detection rule (`components.common.locations`;
+in float32, as the op bins its float32 box).
 
 Reading (big_vision's segmentation evaluator, big_vision/evaluators/proj/paligemma/transfers/segmentation.py):
 each object's 16 codes are decoded to a 64×64 map, resized with PIL's bilinear filter to the box in pixels
@@ -131,8 +132,10 @@ def _as_uint8_mask(mask) -> np.ndarray:
 
 
 def object_text(box, codes, label: str | None = None) -> str:
-  """`<locY1><locX1><locY2><locX2><seg…>×16[ label]` for a normalised box and 16 codes."""
-  bins = to_bins(np.asarray(box, np.float64).reshape(4))
+  """`<locY1><locX1><locY2><locX2><seg…>×16[ label]` for a normalised box and 16 codes.
+
+  The box is binned as a float32 box, as big_vision's op bins its float32 `objects/bbox`."""
+  bins = to_bins(np.asarray(box, np.float32).reshape(4))  # big_vision's boxes are float32
   codes = np.asarray(codes).reshape(-1)
   if len(codes) != vqvae_lib.NUM_TOKENS:
     raise ValueError(f"{len(codes)} codes; a mask is {vqvae_lib.NUM_TOKENS} <seg> tokens")
