@@ -111,13 +111,12 @@ _SEGMENT_COLORS = {"ellipse": (220, 60, 60), "rectangle": (60, 170, 60), "triang
 
 def _draw_instance(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], apex: float,
                    fill) -> None:
-  x0, y0, x1, y1 = box
-  if shape == "ellipse":
-    draw.ellipse(box, fill=fill)
-  elif shape == "rectangle":
-    draw.rectangle(box, fill=fill)
-  else:
+  """`_draw`'s shapes in a box of any aspect; a triangle's apex at `apex` (0..1) along the top edge."""
+  if shape == "triangle":
+    x0, y0, x1, y1 = box
     draw.polygon([(x0 + apex * (x1 - x0), y0), (x1, y1), (x0, y1)], fill=fill)
+  else:
+    _draw(draw, {"ellipse": "circle", "rectangle": "square"}[shape], box, fill)
 
 
 def segmentation_image(rng: np.random.Generator, size: int, classes: tuple[str, ...] = SEGMENT_CLASSES,

@@ -34,9 +34,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import scipy.optimize
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from components.evaluate import detection
 from components.paligemma.segmentation import MalformedSegment, SegObject, suffix_to_masks
 
 BOX_IOUS = (0.5, 0.75)
@@ -121,14 +121,6 @@ def _rle(mask: np.ndarray) -> dict:
   return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
 
 
-def _coco(images: list[dict], categories: list[dict], annotations: list[dict]) -> COCO:
-  coco = COCO()
-  coco.dataset = {"images": images, "categories": categories, "annotations": annotations}
-  with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress we do not want in logs
-    coco.createIndex()
-  return coco
-
-
 def mask_map(examples: Sequence[SegExample]) -> tuple[float | None, float | None, int]:
   """(COCO mask mAP@[.5:.95], mAP@.5, predicted objects of unknown classes) by pycocotools' segm eval."""
   categories: dict[str, int] = {}
@@ -156,7 +148,8 @@ def mask_map(examples: Sequence[SegExample]) -> tuple[float | None, float | None
   if not gt:
     return None, None, unknown
   cats = [{"id": i, "name": name} for name, i in categories.items()]
-  evaluator = COCOeval(_coco(images, cats, gt), _coco(images, cats, dt), iouType="segm")
+  coco = detection._coco  # noqa: SLF001 (the same quiet COCO builder as detection's box mAP)
+  evaluator = COCOeval(coco(images, cats, gt), coco(images, cats, dt), iouType="segm")
   with contextlib.redirect_stdout(io.StringIO()):
     evaluator.evaluate()
     evaluator.accumulate()

@@ -67,6 +67,7 @@ class MalformedSegment:
 
 @dataclasses.dataclass(frozen=True)
 class ParsedSegmentation:
+  """An answer read back: its objects in order, and the pieces that were not objects (with reasons)."""
   objects: list[SegObject]
   malformed: list[MalformedSegment]
 

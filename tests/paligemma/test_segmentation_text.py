@@ -57,27 +57,20 @@ def test_loc_tokens_follow_the_detect_rounding(released):
 
 
 def test_unseen_codec_and_masks_match_big_vision(unseen):
-  """Other widths (4-8-8-16, D = 8), 40 other masks, a third of them with loose boxes: the `<loc>` tokens
-  are big_vision's; a `<seg>` token may differ only where big_vision's own nearest and second-nearest codes
-  are within float error of each other (the resize's last bits decide), and there are few of those."""
+  """Other widths (4-8-8-16, D = 8), 40 other masks, a third of them with loose boxes: the whole suffix is
+  big_vision's. A `<seg>` token could differ only where big_vision's nearest and second-nearest codes are
+  within the resize's float error (~1e-7 relative) of each other; the closest pair here is 1.8e-4 apart,
+  so none may differ (and none did on 2000 further masks and three codecs: see the data script)."""
   vqvae, masks, data = unseen
-  assert paligemma.vqvae.check_vqvae(vqvae, "unseen") is None and vqvae["_vq_vae._embedding"].shape == (128, 8)
-  differ, total = 0, 0
+  assert vqvae["_vq_vae._embedding"].shape == (128, 8) and data["index_margin"].min() > 1e-4
   for mask, box, want, crop, margin in zip(masks, data["boxes"], data["suffixes"], data["resized64"],
                                            data["index_margin"]):
     np.testing.assert_allclose(segmentation.crop_resize_mask(mask, box), crop, rtol=0, atol=1e-6)
     got = paligemma.mask_to_suffix(mask, box, vqvae)
     assert got[:36] == want[:36]
-    for a, b, m in zip(seg_tokens(got), seg_tokens(want), margin):
-      total += 1
-      if a != b:
-        differ += 1
-        assert m < 1e-4, f"{a} vs big_vision's {b} where the nearest code is clear (margin {m})"
-    # Our encoder on big_vision's own 64×64 crop gives big_vision's codes wherever they are not near-ties.
-    codes = paligemma.encode_masks(vqvae, crop[None])[0]
-    clear = margin > 1e-4
-    np.testing.assert_array_equal(codes[clear], [int(t[4:]) for t in np.array(seg_tokens(want))[clear]])
-  assert total == 640 and differ <= 2
+    assert seg_tokens(got) == seg_tokens(want), f"margins {margin}"
+    # and our encoder on big_vision's own 64×64 crop gives big_vision's codes
+    np.testing.assert_array_equal(paligemma.encode_masks(vqvae, crop[None])[0], [int(t[4:]) for t in seg_tokens(want)])
   assert len({t for s in data["suffixes"] for t in seg_tokens(s)}) > 20  # the codes vary: a real test
 
 
