@@ -68,12 +68,21 @@ def load_vqvae(path: str) -> VQVAEParams:
   """
   path = str(path)
   try:
-    flat = checkpoint.load_flat(path)
+    shapes = _stored_shapes(path)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"mask codec {path} not found; pass the VQ-VAE .npz (the released one is "
                             "gs://big_vision/paligemma/vae-oid.npz)") from e
-  check_vqvae(flat, path)
+  check_vqvae({name: np.broadcast_to(np.False_, shape) for name, shape in shapes.items()}, path)  # no data yet
+  flat = checkpoint.load_flat(path, shapes)
   return {name: np.asarray(flat[name], np.float32) for name in param_names()}
+
+
+def _stored_shapes(path: str) -> dict[str, tuple[int, ...]]:
+  """Name -> shape of every array in the file, from the `.npy` headers alone: a wrong file (a PaliGemma
+  checkpoint passed as the codec) fails before gigabytes are read. Corrupt headers raise CheckpointError."""
+  with checkpoint._open_zip(path, checkpoint._HEADER_BLOCK) as zf:  # noqa: SLF001 (the model library's own)
+    members = checkpoint._member_names(zf, path)  # noqa: SLF001
+    return {name: checkpoint._read_header(zf, member, name, path)[0] for name, member in members.items()}  # noqa: SLF001
 
 
 def save_vqvae(vqvae: Mapping[str, Any], path: str) -> str:

@@ -169,6 +169,20 @@ def test_wrong_file_names_the_array(tmp_path):
       paligemma.load_vqvae(tmp_path / f"{name}.npz")
 
 
+def test_wrong_file_fails_on_headers_before_reading_data(tmp_path):
+  """An extra array whose data is corrupt: the name check (from the headers) speaks first."""
+  vqvae = paligemma.init_vqvae(0, widths=(4, 8, 16, 32), dim=8)
+  np.savez(tmp_path / "extra.npz", **vqvae, junk=np.zeros(4096, np.float32))
+  data = bytearray((tmp_path / "extra.npz").read_bytes())
+  with zipfile.ZipFile(tmp_path / "extra.npz") as zf:
+    info = zf.getinfo("junk.npy")
+  at = info.header_offset + 30 + len(info.filename) + len(info.extra) + 128 + 1000
+  data[at:at + 64] = bytes(255 for _ in range(64))
+  (tmp_path / "extra.npz").write_bytes(bytes(data))
+  with pytest.raises(CheckpointError, match=r"unexpected array\(s\) junk"):
+    paligemma.load_vqvae(tmp_path / "extra.npz")
+
+
 def test_paligemma_checkpoint_is_not_a_codec(bigvision_fixtures):
   with pytest.raises(CheckpointError, match="tiny_v1.params.npz: missing array.*Not a PaliGemma mask codec"):
     paligemma.load_vqvae(bigvision_fixtures / "tiny_v1.params.npz")
