@@ -27,7 +27,8 @@ def _add_score(sub) -> None:
   p.add_argument("--categories", help="COCO results: JSON mapping the detector's category ids to class names, a "
                                       "COCO file's categories or {\"id\": \"name\"} (default: report.json's "
                                       "source_categories, else the dataset's classes numbered from 1)")
-  p.add_argument("--output", help="directory for predictions.jsonl, metrics.json and report.html (optional)")
+  p.add_argument("--output", help="directory for predictions.jsonl, metrics.json, report.html and (detect) "
+                                  "coco_results.json (optional)")
   p.add_argument("--images", help="directory the `image` paths are relative to, for the report "
                                   "(default: the references file's directory)")
   p.add_argument("--baseline", help="an earlier evaluation directory to compare against in the report")
