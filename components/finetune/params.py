@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from components import paligemma
-from components.common import checkpoints
+from components.common.checkpoints import infer_model_json
 from components.finetune import config as config_lib
 from components.finetune import policy, sharding
 
@@ -53,7 +53,7 @@ def resolve_model(config) -> ModelSource:
   elif checkpoint:
     model_json = _read_json(os.path.join(os.path.dirname(checkpoint), "model.json"))
     if model_json is None:  # a bare .npz: its array shapes say which model it is
-      model_json = checkpoints.infer_model_json(checkpoint)
+      model_json = infer_model_json(checkpoint)
       inferred_name = model_json["name"]
   if model_json is not None:
     model_cfg = {k: dict(v) for k, v in model_json.items() if k in ("llm", "img")}
