@@ -260,9 +260,10 @@ def test_predictions_from_a_coco_conversion_meet_a_yolo_conversion(coco_dataset,
 
   def rows(data):
     out = [json.loads(line) for line in open(f"{data}/valid.jsonl")]
-    if with_source_image:  # convert's source_image (the path in the source dataset): the stable key
-      for r in out:
-        r.setdefault("source_image", r["image"].removeprefix("images/"))
+    for r in out:  # convert writes source_image (the path in the source dataset); datasets of before do not
+      assert r["source_image"] == r["image"].removeprefix("images/")
+      if not with_source_image:
+        del r["source_image"]
     return out
 
   coco_rows, yolo_rows = rows(coco_data), rows(yolo_data)
