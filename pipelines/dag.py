@@ -196,8 +196,10 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
                       **vertex_args(service_account))
     base_eval = heavy(evaluate_op(model=download.outputs["model_dir"], **evaluation))
     base_eval.set_display_name("evaluate base model")
+    # The run id only in the tuned report's header: the base evaluation's inputs stay the same from run to
+    # run, so that KFP can reuse it from the cache.
     tuned_eval = heavy(evaluate_op(model=finetune.outputs["tuned_model"], baseline=base_eval.outputs["evaluation"],
-                                   **evaluation))
+                                   run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, **evaluation))
     tuned_eval.set_display_name("evaluate tuned model")
     current, champion_eval = champion_to_beat(ops, rescore_op, task=task, champion_uri=champion_uri,
                                               export_uri=export_uri, rebaseline=rebaseline, evaluation=evaluation,

@@ -47,3 +47,20 @@ def gcs_emulator():
                               client_options={"api_endpoint": env["STORAGE_EMULATOR_HOST"]})
   finally:
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def headers_only_npz():
+  """`headers_only_npz(path, shapes, descr="<f4")`: an .npz whose members hold a valid .npy header and no
+  data (under big_vision's optional `params/` prefix). Full-size checkpoints for tests that read shapes only."""
+  import zipfile
+
+  import numpy as np
+
+  def write(path, shapes, descr="<f4"):
+    with zipfile.ZipFile(path, "w") as zf:
+      for name, shape in shapes.items():
+        with zf.open(f"params/{name}.npy", "w") as f:
+          np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    return str(path)
+  return write

@@ -5,18 +5,22 @@
     resolve_checkpoint("models/pg2/pg2-3b.npz")       -> the same
 
 Accepted, local or any fsspec URL (gs:// through gcsfs), checked in this order:
-- an `.npz` file: `model.json` and `tokenizer.model` are looked up in its directory;
+- an `.npz` file: `model.json` and `tokenizer.model` are looked up in its directory; without a model.json
+  there, `read_model_json` infers the configuration from the file's array shapes;
 - a finetune workdir: a directory with `checkpoints/` or `config.json` (docs/ARCHITECTURE.md "A workdir");
 - a model directory: a directory with `model.json`, whose `checkpoint` key names the `.npz` inside it
   (docs/ARCHITECTURE.md "A model directory").
-Only where the files are is decided here; loading stays with each step.
+Only where the files are is decided here (and what model.json says); loading stays with each step.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import fsspec
+
+log = logging.getLogger(__name__)
 
 MODEL_JSON = "model.json"
 TOKENIZER = "tokenizer.model"
@@ -26,15 +30,12 @@ TOKENIZER = "tokenizer.model"
 class Checkpoint:
   kind: str  # "workdir" or "npz"
   path: str  # the workdir, or the .npz file
-  directory: str  # holds model.json and tokenizer.model
+  directory: str  # holds model.json (and tokenizer.model unless one was given)
+  tokenizer: str  # the tokenizer given, else tokenizer.model in `directory`
 
   @property
   def model_json(self) -> str:
     return join(self.directory, MODEL_JSON)
-
-  @property
-  def tokenizer(self) -> str:
-    return join(self.directory, TOKENIZER)
 
 
 def join(directory: str, name: str) -> str:
@@ -46,20 +47,43 @@ def parent(path: str) -> str:
   return path.rsplit("/", 1)[0] if "/" in path else "."
 
 
-def resolve_checkpoint(path: str) -> Checkpoint:
-  """Where the weights, model.json and tokenizer.model of `path` are (see the module note)."""
+def resolve_checkpoint(path: str, tokenizer: str | None = None) -> Checkpoint:
+  """Where the weights, model.json and tokenizer.model of `path` are (see the module note); `tokenizer`
+  replaces the one beside the checkpoint."""
   path = path.rstrip("/")
   if path.endswith(".npz"):
-    return Checkpoint("npz", path, parent(path))
+    return Checkpoint("npz", path, parent(path), tokenizer or join(parent(path), TOKENIZER))
   fs, fs_path = fsspec.core.url_to_fs(path)
   if fs.isdir(join(fs_path, "checkpoints")) or fs.isfile(join(fs_path, "config.json")):
-    return Checkpoint("workdir", path, path)
+    return Checkpoint("workdir", path, path, tokenizer or join(path, TOKENIZER))
   if fs.isfile(join(fs_path, MODEL_JSON)):
     with fs.open(join(fs_path, MODEL_JSON), "rb") as f:
       meta = json.load(f)
     if not meta.get("checkpoint"):
       raise ValueError(f"{join(path, MODEL_JSON)} names no `checkpoint` (.npz) file; re-run the download step "
                        "or pass the .npz itself")
-    return Checkpoint("npz", join(path, meta["checkpoint"]), path)
+    return Checkpoint("npz", join(path, meta["checkpoint"]), path, tokenizer or join(path, TOKENIZER))
   raise FileNotFoundError(f"{path} is neither an .npz, a finetune workdir (checkpoints/ or config.json) nor a "
                           f"model directory ({MODEL_JSON} naming its .npz); check the path")
+
+
+def read_model_json(checkpoint: Checkpoint) -> dict:
+  """The checkpoint's model.json (`llm`, `img`, `name`, ...). A bare `.npz` (no model.json beside it) gets
+  one inferred from its array shapes (`components.paligemma.infer_config`), named as the model library
+  names it; a workdir must have its own."""
+  fs, fs_path = fsspec.core.url_to_fs(checkpoint.model_json)
+  if fs.isfile(fs_path):
+    with fs.open(fs_path, "rb") as f:
+      return json.load(f)
+  if checkpoint.kind != "npz":
+    raise FileNotFoundError(f"{checkpoint.model_json} not found: a finetune workdir writes its model.json at start")
+  return infer_model_json(checkpoint.path)
+
+
+def infer_model_json(npz: str) -> dict:
+  """model.json for an `.npz` from its array shapes (headers only): the model_cfg, `name`, `checkpoint`."""
+  from components.paligemma import checkpoint as checkpoint_lib  # the model library; imports jax
+
+  inferred = checkpoint_lib.infer_config(npz)
+  log.info("no %s beside %s: its array shapes say it is %s", MODEL_JSON, npz, inferred.name)
+  return {**inferred.model_cfg, "name": inferred.name, "checkpoint": npz.rstrip("/").rsplit("/", 1)[-1]}

@@ -100,7 +100,8 @@ def convert(cfg: ConvertConfig) -> dict:
       _write_jsonl(os.path.join(staging, f"{split}.jsonl"), by_split[split])
       records.write_shards(staging, split, (_record(staging, e) for e in by_split[split]), len(by_split[split]),
                            cfg.examples_per_shard)
-    report = report_lib.build(cfg, by_split, classes, issues, split_rule, warnings)
+    report = report_lib.build(cfg, by_split, classes, issues, split_rule, warnings,
+                              source_categories=source.categories)
     with open(os.path.join(staging, "report.json"), "w", encoding="utf-8") as f:
       json.dump(report, f, indent=1, ensure_ascii=False)
     storage.publish(staging, cfg.output)
@@ -213,7 +214,10 @@ def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> 
       example = {"image": task.out_image, "source_image": splits.source_key(task.image), "prefix": prefix if prefix is not None else row.prefix,
                  "suffix": row_result.suffix if row.objects is not None else row.suffix,
                  "id": f"{posixpath.splitext(task.out_image)[0][len('images/'):]}:{k}",
-                 "width": result.width, "height": result.height}
+                 "width": result.width, "height": result.height,
+                 "source_width": result.source_size[0], "source_height": result.source_size[1]}
+      if row.source_id is not None:
+        example["source_id"] = row.source_id
       if row_result.objects is not None:
         example["objects"] = row_result.objects
       examples.append((example, row.split))

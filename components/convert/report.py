@@ -13,7 +13,7 @@ _MEASURE_LEN = 8192  # long enough that nothing is cut while we count tokens
 
 
 def build(cfg, by_split: dict[str, list[dict]], classes: list[str] | None, issues: list[Issue], split_rule: dict,
-          warnings: list[str]) -> dict:
+          warnings: list[str], source_categories: dict | None = None) -> dict:
   report = {
       "input": cfg.input, "format": cfg.format, "task": cfg.task,
       "counts": {s: len(by_split[s]) for s in SPLITS},
@@ -29,6 +29,8 @@ def build(cfg, by_split: dict[str, list[dict]], classes: list[str] | None, issue
     for split in SPLITS:
       counts = collections.Counter(o["label"] for e in by_split[split] for o in e.get("objects", ()))
       report["splits"][split]["objects"] = {c: counts.get(c, 0) for c in classes}
+  if source_categories:  # COCO's category ids, so that detector outputs naming them can be scored
+    report["source_categories"] = {str(k): v for k, v in source_categories.items()}
   if cfg.tokenizer:
     report["token_lengths"] = token_lengths(cfg.tokenizer, by_split, cfg.text_len)
   return report

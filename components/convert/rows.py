@@ -39,6 +39,7 @@ class Row:
   suffix: str | None = None  # None for detection: built from `objects` after image hygiene
   objects: list[Obj] | None = None  # detection only
   declared_size: tuple[int, int] | None = None  # (width, height) the annotation file says the image has
+  source_id: int | str | None = None  # the source's own id of the image (COCO's image id), for scoring
   repairs: list[str] = dataclasses.field(default_factory=list)  # fixes made while reading
 
 
@@ -70,3 +71,4 @@ class Source:
   rows: list[Row]
   classes: list[str] | None = None
   issues: list[Issue] = dataclasses.field(default_factory=list)
+  categories: dict[int, str] | None = None  # the source's category ids (COCO), for scoring detector outputs

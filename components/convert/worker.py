@@ -42,6 +42,7 @@ class TaskResult:
   task: Task
   width: int = 0
   height: int = 0
+  source_size: tuple[int, int] = (0, 0)  # (width, height) of the source image as displayed (EXIF applied)
   rows: list[RowResult] = dataclasses.field(default_factory=list)
   error: Issue | None = None  # the image itself was unusable: every row of the task is rejected
   image_notes: list[str] = dataclasses.field(default_factory=list)
@@ -64,7 +65,7 @@ def run_task(task: Task, staging_dir: str, options: ImageOptions) -> TaskResult:
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
   with open(out_path, "wb") as f:
     f.write(data)
-  result = TaskResult(task, width=image.width, height=image.height, image_notes=notes)
+  result = TaskResult(task, width=image.width, height=image.height, source_size=oriented_size, image_notes=notes)
   for row in task.rows:
     row_result = RowResult(row, repairs=list(row.repairs))
     if row.objects is not None:

@@ -25,6 +25,12 @@ examples:
   python -m components.download --model paligemma2-3b-pt-224 --output /models/pg2-3b-224
   python -m components.download --model paligemma2-3b-pt-448 --source hf --output gs://my-bucket/models/pg2-448
   python -m components.download --model hf://google/paligemma2-3b-mix-224 --output /models/mix
+  python -m components.download --model gs://bucket/pg/model.npz --tokenizer gs://bucket/pg/tokenizer.model \\
+      --output /models/mine        # a bare .npz: model.json from its array shapes
+
+model.json: from the released name, an hf:// config.json or the model.json beside the source, else inferred
+from the checkpoint's array shapes (Gemma 1/2, sizes, vocabulary, image size; the name as the model library
+gives it); arrays that form no PaliGemma model are an error.
 """
 
 
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True,
                       help="a released name (paligemma-3b-pt-224 ... paligemma2-28b-pt-896, mix variants) or a "
-                      "source URI")
+                      "source URI (a bare .npz describes itself by its array shapes)")
   parser.add_argument("--output", required=True, help="model directory, local or gs://")
   parser.add_argument("--source", help="kaggle (default), gcs, hf, or a URI holding the weights of --model NAME")
   parser.add_argument("--tokenizer",

@@ -5,6 +5,8 @@
 
 A model directory (docs/ARCHITECTURE.md): `<checkpoint>.npz`, `tokenizer.model`, `model.json` (the
 model_cfg plus `name` and `checkpoint`), `manifest.json` (`files`: name -> source, size, sha256, crc32c).
+model.json comes from the released name, an hf:// checkpoint's config.json, the model.json beside the
+source, or else the checkpoint's own array shapes (`components.paligemma.infer_config`).
 """
 from __future__ import annotations
 
@@ -120,12 +122,15 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
     entries[TOKENIZER] = manifest["files"][TOKENIZER]
 
   # model.json, then the manifest that marks the directory complete.
-  beside = None if previous else _model_json_beside(p.checkpoint)
-  name = p.name or (previous or beside or {}).get("name") or ckpt_name.removesuffix(".npz")
-  model_cfg = p.model_cfg or _model_cfg_of(previous or beside)
-  if model_cfg is None:
-    raise DownloadError(f"cannot tell which model {p.checkpoint.uri} is: pass its configuration name, e.g. "
-                        f"--model paligemma2-3b-pt-224 --source {p.checkpoint.uri}")
+  known = previous or (_model_json_beside(p.checkpoint) if p.model_cfg is None else None)
+  name = p.name or (known or {}).get("name")
+  model_cfg = p.model_cfg or _model_cfg_of(known)
+  if model_cfg is None:  # a bare checkpoint: its array shapes say which model it is
+    local = out.local(ckpt_name)
+    inferred = _infer_config(local if os.path.isfile(local) else f"{out.uri}/{ckpt_name}", p.checkpoint.uri)
+    model_cfg, name = inferred.model_cfg, name or inferred.name
+    log.info("%s: configuration inferred from its array shapes: %s", p.checkpoint.uri, name)
+  name = name or ckpt_name.removesuffix(".npz")
   files.write_json_atomic(out.local(MODEL_JSON), {**model_cfg, "name": name, "checkpoint": ckpt_name})
   entries[MODEL_JSON] = {**_entry(out.local(MODEL_JSON)), "source": "generated"}
   for file_name in entries:
@@ -213,6 +218,16 @@ def _model_config(name: str) -> dict:
   except (KeyError, ValueError) as e:
     raise DownloadError(f"unknown model {name!r} ({e}): use a released name such as paligemma2-3b-pt-224 or "
                         "paligemma-3b-mix-448, or a kaggle://, gs://, hf:// URI or a path") from None
+
+
+def _infer_config(path: str, source_uri: str):
+  """The model library's reading of a checkpoint's array shapes (headers only), errors in the source's name."""
+  from components.paligemma import CheckpointError, infer_config  # the model library owns the configurations
+
+  try:
+    return infer_config(path)
+  except CheckpointError as e:
+    raise DownloadError(str(e).replace(path, source_uri, 1)) from None
 
 
 def _checkpoint_of_model_dir(src: Source) -> Source:

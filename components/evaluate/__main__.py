@@ -7,22 +7,34 @@ import logging
 import os
 import sys
 
-from components.evaluate import jsonl, outputs, scoring
+from components.evaluate import coco_results, jsonl, outputs, scoring
 
 
 def _add_score(sub) -> None:
   p = sub.add_parser("score", help="score predictions made anywhere against references",
-                     description="Scores a predictions JSONL (image, prefix, prediction[, tokens, token_logprobs]) "
-                                 "against references (image, prefix, suffix), matched by (image, prefix). Prints the "
-                                 "metrics as JSON; with --output also writes predictions.jsonl (the scored "
-                                 "predictions), metrics.json and report.html there.")
+                     description="Scores predictions against references (image, prefix, suffix), matched by image "
+                                 "(its stable key: source_image, else image, else the end of its path) and prefix. "
+                                 "Predictions are our JSONL (image, prefix, prediction[, tokens, token_logprobs]) "
+                                 "or, for --task detect, a COCO results JSON ([{image_id, category_id, bbox, "
+                                 "score}], as ultralytics, Florence-2 scripts and most detectors write). Prints "
+                                 "the metrics as JSON; with --output also writes predictions.jsonl (the scored "
+                                 "predictions), metrics.json, report.html and, for detection, coco_results.json "
+                                 "there.")
   p.add_argument("--task", required=True, choices=scoring.TASKS)
-  p.add_argument("--predictions", required=True, help="predictions JSONL")
-  p.add_argument("--references", required=True, help="references JSONL, e.g. a dataset's valid.jsonl")
-  p.add_argument("--output", help="directory for predictions.jsonl, metrics.json and report.html (optional)")
+  p.add_argument("--predictions", required=True, help="predictions JSONL, or a COCO results JSON (detect)")
+  p.add_argument("--references", required=True, help="references JSONL, e.g. a dataset's valid.jsonl (its "
+                                                     "report.json beside it gives COCO category ids)")
+  p.add_argument("--categories", help="COCO results: JSON mapping the detector's category ids to class names, a "
+                                      "COCO file's categories or {\"id\": \"name\"} (default: report.json's "
+                                      "source_categories, else the dataset's classes numbered from 1)")
+  p.add_argument("--output", help="directory for predictions.jsonl, metrics.json, report.html and (detect) "
+                                  "coco_results.json (optional)")
   p.add_argument("--images", help="directory the `image` paths are relative to, for the report "
                                   "(default: the references file's directory)")
   p.add_argument("--baseline", help="an earlier evaluation directory to compare against in the report")
+  p.add_argument("--model", help="what made the predictions, for the report header (default: the predictions "
+                                 "file's name)")
+  p.add_argument("--run-id", help="run id for the report header")
 
 
 def _add_run(sub) -> None:
@@ -31,7 +43,9 @@ def _add_run(sub) -> None:
                                  "sharded over the devices present, and writes OUT/predictions.jsonl, "
                                  "OUT/metrics.json and OUT/report.html.")
   p.add_argument("--checkpoint", required=True, help="a finetune workdir, a model directory, or an .npz "
-                                                     "with model.json and tokenizer.model beside it (local or gs://)")
+                                                     "(its model.json beside it, else its configuration is inferred "
+                                                     "from its array shapes); local or gs://")
+  p.add_argument("--tokenizer", help="tokenizer.model (default: the one beside the checkpoint)")
   p.add_argument("--data", required=True, help="dataset directory written by components.convert")
   p.add_argument("--split", default="valid")
   p.add_argument("--task", required=True, choices=scoring.TASKS)
@@ -46,6 +60,28 @@ def _add_run(sub) -> None:
   p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: longest prompt of the split)")
   p.add_argument("--seed", type=int, default=0, help="sampling seed (for nucleus/temperature)")
   p.add_argument("--baseline", help="an earlier evaluation directory (e.g. of the base model) to show side by side")
+  p.add_argument("--run-id", help="run id for the report header (the pipeline passes its run name)")
+
+
+def _score(args, parser) -> dict:
+  references = jsonl.read_jsonl(args.references, required=("image", "prefix", "suffix"))
+  dataset_dir = os.path.dirname(os.path.abspath(args.references))
+  ids = coco_results.DatasetIds(references, dataset_dir, args.categories) if args.task == "detect" else None
+  if coco_results.is_coco_results(args.predictions):
+    if args.task != "detect":
+      parser.error(f"--predictions {args.predictions} is a COCO results JSON (boxes): use it with --task detect")
+    predictions = coco_results.read(args.predictions, references, ids)
+  else:
+    if args.categories:
+      parser.error("--categories maps the category ids of a COCO results JSON; --predictions is JSONL")
+    predictions = jsonl.read_jsonl(args.predictions, required=("image", "prefix", "prediction"))
+  if not args.output:
+    return scoring.score(args.task, predictions, references, predictions_name=args.predictions)[0]
+  header = {"model": args.model or os.path.basename(args.predictions), "run_id": args.run_id,
+            "dataset": dataset_dir, "split": os.path.splitext(os.path.basename(args.references))[0]}
+  return outputs.write_evaluation(args.output, args.task, predictions, references,
+                                  image_root=args.images or dataset_dir, baseline_dir=args.baseline,
+                                  predictions_name=args.predictions, header=header, dataset_ids=ids)
 
 
 def main(argv=None) -> int:
@@ -58,14 +94,7 @@ def main(argv=None) -> int:
   if args.command == "score" and args.baseline and not args.output:
     parser.error("score --baseline only changes the report: give --output too")
   if args.command == "score":
-    predictions = jsonl.read_jsonl(args.predictions, required=("image", "prefix", "prediction"))
-    references = jsonl.read_jsonl(args.references, required=("image", "prefix", "suffix"))
-    if args.output:
-      image_root = args.images or os.path.dirname(os.path.abspath(args.references))
-      metrics = outputs.write_evaluation(args.output, args.task, predictions, references, image_root=image_root,
-                                         baseline_dir=args.baseline, predictions_name=args.predictions)
-    else:
-      metrics, _ = scoring.score(args.task, predictions, references, predictions_name=args.predictions)
+    metrics = _score(args, parser)
   else:
     from components.evaluate import runner  # imports jax and the model only when decoding
     metrics = runner.run(runner.RunArgs.from_namespace(args))

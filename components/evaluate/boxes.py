@@ -115,3 +115,12 @@ def box_confidences(text: str, boxes: Sequence[Box], tokens: Sequence[str] | Non
     picked = [lp for lp, end, piece in zip(logprobs, ends, tokens) if end - len(piece) < box.end and end > box.start]
     confidences.append(math.exp(sum(picked) / len(picked)) if picked else whole)
   return confidences
+
+
+def loc_text(boxes: Sequence[dict]) -> str:
+  """Unit-square boxes (`{"label", "box": [x1, y1, x2, y2]}`) as detection text, big_vision's bins (for
+  showing another detector's boxes the way PaliGemma's answers are shown; scoring uses the boxes)."""
+  def loc(v: float) -> str:
+    return f"<loc{min(max(round(v * LOC_MAX), 0), LOC_MAX):04d}>"
+  return " ; ".join("".join(loc(v) for v in (b["box"][1], b["box"][0], b["box"][3], b["box"][2])) + f" {b['label']}"
+                    for b in boxes)

@@ -15,11 +15,12 @@ from pipelines.images import image_uri
 def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],
                     metrics: Output[Metrics], report: Output[HTML], split: str = "valid", sampler: str = "greedy",
                     max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
-                    baseline: Input[Artifact] = None, which: str = "latest", prompt_len: int = 0, seed: int = 0):
+                    baseline: Input[Artifact] = None, which: str = "latest", prompt_len: int = 0, seed: int = 0,
+                    run_id: str = ""):
   """Decodes a split with the model (a model directory, a finetune workdir or an .npz), scores it by task, and
   publishes metrics.json as KFP Metrics and report.html as an HTML artifact (base vs tuned with a baseline).
   `which` (latest, best or a step) picks a workdir's checkpoint; `prompt_len` 0 = the split's longest prompt;
-  `seed` seeds nucleus/temperature sampling."""
+  `seed` seeds nucleus/temperature sampling; `run_id` is shown in the report's header."""
   import os
   import shutil
 
@@ -29,7 +30,7 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,
                                        sampler=sampler, max_decode_len=max_decode_len, limit=limit,
                                        batch_size=batch_size, baseline_dir=baseline.path if baseline else "",
-                                       which=which, prompt_len=prompt_len, seed=seed))
+                                       which=which, prompt_len=prompt_len, seed=seed, run_id=run_id))
   for name, value in values.items():
     metrics.log_metric(name, value)
   evaluation.metadata.update({"task": task, "split": split, **{k: v for k, v in values.items() if "/" not in k}})

@@ -57,7 +57,9 @@ def score_detection(examples: list[dict]) -> tuple[dict, list[dict]]:
   """Metrics over matched examples, and one record per example for the report.
 
   Each example has `reference` (ground-truth objects as loc text), `prediction`, `prefix`, and optionally
-  `tokens` / `token_logprobs` for box confidences (see `boxes.box_confidences`).
+  `tokens` / `token_logprobs` for box confidences (see `boxes.box_confidences`). `gt` (a list of `Box`)
+  replaces the loc text as ground truth and `boxes` (a list of (`Box`, score)) the predicted text, when
+  given (another detector's boxes, scored against the exact boxes rather than their 1/1023 bins).
   """
   images, gt_anns, dt_anns, records = [], [], [], []
   labels: dict[str, int] = {}
@@ -67,7 +69,7 @@ def score_detection(examples: list[dict]) -> tuple[dict, list[dict]]:
     return labels.setdefault(label, len(labels) + 1)
 
   for image_id, ex in enumerate(examples, start=1):
-    gt, gt_bad = boxes_lib.parse_detections(ex["reference"])
+    gt, gt_bad = (ex["gt"], []) if ex.get("gt") is not None else boxes_lib.parse_detections(ex["reference"])
     if gt_bad:
       reference_problems += len(gt_bad)
       log.warning("reference for %s (%r) has unreadable objects, left out: %s",
@@ -76,9 +78,12 @@ def score_detection(examples: list[dict]) -> tuple[dict, list[dict]]:
       category(c)
     for b in gt:
       gt_anns.append(_annotation(b, len(gt_anns) + 1, image_id, category_id=category(b.label)))
-    pred, bad = boxes_lib.parse_detections(ex["prediction"])
+    if ex.get("boxes") is not None:  # another detector's boxes, each with its own score
+      pred, conf, bad = [b for b, _ in ex["boxes"]], [c for _, c in ex["boxes"]], []
+    else:
+      pred, bad = boxes_lib.parse_detections(ex["prediction"])
+      conf = boxes_lib.box_confidences(ex["prediction"], pred, ex.get("tokens"), ex.get("token_logprobs"))
     malformed_total += len(bad)
-    conf = boxes_lib.box_confidences(ex["prediction"], pred, ex.get("tokens"), ex.get("token_logprobs"))
     first_dt = len(dt_anns) + 1
     for b, c in zip(pred, conf):
       # Categories of predicted labels are assigned below, once every known label has its id.
@@ -148,7 +153,8 @@ def score_detection(examples: list[dict]) -> tuple[dict, list[dict]]:
       "num_examples": len(examples), "num_gt_boxes": n_gt, "num_pred_boxes": n_dt,
       "malformed_segments": malformed_total,
       "unknown_class_boxes": sum(1 for d in dt_anns if names[d["category_id"]] not in known),
-      "empty_predictions": sum(1 for ex in examples if not ex["prediction"].strip()),
+      "empty_predictions": sum(1 for ex in examples if not (ex["boxes"] if ex.get("boxes") is not None
+                                                            else ex["prediction"].strip())),
       "unreadable_reference_objects": reference_problems,
       "per_class": class_table,
   }

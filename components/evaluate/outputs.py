@@ -1,4 +1,5 @@
-"""Scoring predictions and writing an evaluation directory: predictions.jsonl, metrics.json, report.html.
+"""Scoring predictions and writing an evaluation directory: predictions.jsonl, metrics.json, report.html,
+and for detection coco_results.json (the boxes as COCO results, for any COCO tool).
 
 Shared by `evaluate run` (after decoding) and `evaluate score --output`. A baseline is another
 evaluation directory; its `predictions.jsonl` is scored again against *these* references, so that base
@@ -6,16 +7,18 @@ and tuned numbers always describe the same examples.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from typing import Sequence
 
-from components.evaluate import jsonl, report, scoring
+from components.evaluate import coco_results, jsonl, report, scoring
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 REPORT = "report.html"
+COCO_RESULTS = coco_results.RESULTS
 
 
 def score_baseline(task: str, baseline_dir: str, references: Sequence[dict]) -> tuple[dict, list[dict]]:
@@ -27,11 +30,19 @@ def score_baseline(task: str, baseline_dir: str, references: Sequence[dict]) -> 
   return scoring.score(task, rows, references, predictions_name=path)
 
 
+def now() -> str:
+  """The report's date: UTC, to the second."""
+  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def write_evaluation(out_dir: str, task: str, predictions: Sequence[dict], references: Sequence[dict], *,
                      image_root: str | None, baseline_dir: str | None = None, predictions_name: str = PREDICTIONS,
-                     title: str | None = None, extra: dict | None = None) -> dict:
-  """Scores, writes predictions.jsonl, metrics.json (plus `extra`) and report.html into `out_dir`; returns
-  the metrics."""
+                     title: str | None = None, extra: dict | None = None, header: dict | None = None,
+                     dataset_ids: coco_results.DatasetIds | None = None) -> dict:
+  """Scores, writes predictions.jsonl, metrics.json (plus `extra`), coco_results.json (detection) and
+  report.html into `out_dir`; returns the metrics. `header`: the report header's fields (report.HEADER_FIELDS;
+  the date defaults to now); `dataset_ids`: the image and category ids of COCO results (default: from the
+  references and the report.json beside `image_root`)."""
   jsonl.write_jsonl(os.path.join(out_dir, PREDICTIONS), predictions)
   metrics, records = scoring.score(task, predictions, references, predictions_name=predictions_name)
   metrics.update(extra or {})  # e.g. the examples the run had to leave out
@@ -42,10 +53,19 @@ def write_evaluation(out_dir: str, task: str, predictions: Sequence[dict], refer
   else:
     metrics_out = metrics
   jsonl.write_json(os.path.join(out_dir, METRICS), metrics_out)
+  written = [PREDICTIONS, METRICS]
+  if task == "detect":
+    try:
+      ids = dataset_ids or coco_results.DatasetIds(references, image_root)
+      coco_results.write(os.path.join(out_dir, COCO_RESULTS), records, ids)
+      written.append(COCO_RESULTS)
+    except ValueError as e:  # e.g. references without image sizes: the rest of the evaluation stands
+      log.warning("no %s: %s", COCO_RESULTS, e)
   page = report.render_report(metrics, records, image_root=image_root, base_metrics=base_metrics,
-                              base_records=base_records, title=title or f"{task} evaluation")
+                              base_records=base_records, title=title or f"{task} evaluation",
+                              header={"date": now(), **(header or {})})
   jsonl.write_text(os.path.join(out_dir, REPORT), page)
-  log.info("wrote %s, %s and %s in %s", PREDICTIONS, METRICS, REPORT, out_dir)
+  log.info("wrote %s and %s in %s", ", ".join(written), REPORT, out_dir)
   return metrics_out
 
 

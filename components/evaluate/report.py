@@ -1,9 +1,11 @@
 """The evaluation report: one self-contained HTML page (images inlined as data URIs, no network).
 
-Sections: summary metrics (base and tuned side by side when a baseline is given), the per-class table
-for detection, and a gallery of examples, worst first, each with the image, ground-truth boxes (green)
-and predicted boxes (magenta, dashed when unmatched at IoU 0.5) drawn as an SVG overlay in normalised
-coordinates, and the prompt, references and answers underneath.
+Sections: a header saying what was evaluated (model, checkpoint, run id, dataset and split, date), summary
+metrics (base and tuned side by side when a baseline is given), the per-class table for detection, and a
+gallery of examples, worst first, each with the image, ground-truth boxes (green) and predicted boxes
+(magenta, dashed when unmatched at IoU 0.5) drawn as an SVG overlay in normalised coordinates, and the
+prompt, references and answers underneath. The page uses the window's whole width: the gallery is a grid
+of as many columns as fit.
 """
 from __future__ import annotations
 
@@ -24,23 +26,33 @@ HIGHER_IS_BETTER = frozenset(("map", "map50", "map75", "precision", "recall", "f
 LOWER_IS_BETTER = frozenset(("cer", "malformed_segments", "unknown_class_boxes", "empty_predictions"))
 THUMBNAIL_SIDE = 384  # px: enough to judge boxes, small enough that a 100-image page stays a few MB
 
+HEADER_BACKGROUND = "#e8eef6"
+HEADER_FIELDS = ("model", "checkpoint", "run_id", "dataset", "split", "date")  # render_report's `header` keys
+
 _CSS = f"""
-body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+body {{ font-family: system-ui, sans-serif; margin: 0; color: #222; }}
+main {{ padding: 0 24px 24px; }}
+header {{ background: {HEADER_BACKGROUND}; padding: 12px 24px; border-bottom: 1px solid #c8d3e0; }}
+header h1 {{ margin: 0 0 8px; font-size: 22px; }}
+.meta {{ display: flex; flex-wrap: wrap; gap: 4px 28px; margin: 0; font-size: 14px; }}
+.meta dt {{ display: inline; color: #556; }} .meta dd {{ display: inline; margin: 0 0 0 6px; font-weight: 600;
+  word-break: break-all; }}
+.tables {{ display: flex; flex-wrap: wrap; gap: 0 40px; align-items: flex-start; }}
 table {{ border-collapse: collapse; margin: 8px 0 24px; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
 .better {{ color: #070; }} .worse {{ color: #b00; }}
-.gallery {{ display: flex; flex-wrap: wrap; gap: 16px; }}
-.card {{ border: 1px solid #ccc; border-radius: 6px; padding: 8px; width: 680px; }}
+.gallery {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }}
+.card {{ border: 1px solid #ccc; border-radius: 6px; padding: 8px; min-width: 0; }}
 .panels {{ display: flex; gap: 8px; }}
-.panel {{ width: 330px; }}
-.frame {{ position: relative; width: 330px; line-height: 0; }}
+.panel {{ flex: 1 1 0; min-width: 0; }}
+.frame {{ position: relative; width: 100%; line-height: 0; }}
 .frame img {{ width: 100%; display: block; }}
 .frame svg {{ position: absolute; left: 0; top: 0; width: 100%; height: 100%; }}
 .tag {{ position: absolute; font-size: 11px; line-height: 13px; padding: 0 2px; color: #fff; white-space: nowrap; }}
 .tag.gt {{ background: {GT_COLOUR}; transform: translateY(-100%); }}
 .tag.pred {{ background: {PRED_COLOUR}; }}
-.noimage {{ width: 330px; height: 60px; background: #eee; line-height: 60px; text-align: center; }}
+.noimage {{ width: 100%; height: 60px; background: #eee; line-height: 60px; text-align: center; }}
 .text {{ font-size: 13px; margin-top: 4px; word-break: break-word; }}
 .label {{ color: #666; }}
 .legend span {{ display: inline-block; padding: 0 6px; color: #fff; margin-right: 8px; }}
@@ -151,16 +163,29 @@ def _gallery(records: list[dict], base_records: dict | None, image_root: str | N
   return f"<h2>Examples</h2><p>{shown}</p>{legend}<div class='gallery' id='gallery'>{''.join(cards)}</div>"
 
 
+def _header(title: str, task: str, header: dict | None) -> str:
+  """What was evaluated: a missing field shows as "–" rather than vanishing, so every report reads alike."""
+  header = header or {}
+  items = [("task", task)] + [(k.replace("_", " "), header.get(k)) for k in HEADER_FIELDS]
+  meta = "".join(f"<div id='meta-{html.escape(k.replace(' ', '-'))}'><dt>{html.escape(k)}</dt><dd>"
+                 f"{html.escape(str(v)) if v not in (None, '') else '–'}</dd></div>" for k, v in items)
+  return f"<header id='run'><h1>{html.escape(title)}</h1><dl class='meta'>{meta}</dl></header>"
+
+
 def render_report(metrics: dict, records: list[dict], *, image_root: str | None, title: str = "Evaluation",
                   base_metrics: dict | None = None, base_records: list[dict] | None = None,
-                  max_examples: int = 60) -> str:
+                  max_examples: int = 60, header: dict | None = None) -> str:
   """The report page as a string. `records` come from `scoring.score`; `image_root` is what their
-  `image` paths are relative to (None: cards without pictures)."""
+  `image` paths are relative to (None: cards without pictures); `header` has the HEADER_FIELDS known
+  (model name, checkpoint, run id, dataset, split, date)."""
   base_by_key = None if base_records is None else {(r["image"], r["prefix"]): r for r in base_records}
-  parts = [f"<h1>{html.escape(title)}</h1>", f"<p>task: <b>{html.escape(str(metrics.get('task', '')))}</b></p>",
-           "<h2>Summary</h2>", _summary_table(metrics, base_metrics)]
+  tables = ["<div><h2>Summary</h2>", _summary_table(metrics, base_metrics), "</div>"]
   if metrics.get("per_class"):
-    parts.append(_class_table(metrics["per_class"], None if base_metrics is None else base_metrics.get("per_class", {})))
-  parts.append(_gallery(records, base_by_key, image_root, max_examples))
+    tables += ["<div>", _class_table(metrics["per_class"], None if base_metrics is None
+                                     else base_metrics.get("per_class", {})), "</div>"]
+  parts = [_header(title, str(metrics.get("task", "")), header), "<main>",
+           f"<div class='tables'>{''.join(tables)}</div>", _gallery(records, base_by_key, image_root, max_examples),
+           "</main>"]
   return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+          "<meta name='viewport' content='width=device-width, initial-scale=1'>"
           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")

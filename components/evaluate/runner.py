@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from components import paligemma
-from components.common.checkpoints import resolve_checkpoint
+from components.common.checkpoints import read_model_json, resolve_checkpoint
 from components.evaluate import jsonl, outputs
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class RunArgs:
   prompt_len: int | None = None
   seed: int = 0
   baseline: str | None = None
+  tokenizer: str | None = None  # None: tokenizer.model beside the checkpoint
+  run_id: str | None = None  # for the report header
 
   @classmethod
   def from_namespace(cls, ns) -> "RunArgs":
@@ -64,26 +66,24 @@ def _model_cfg(meta: dict) -> dict:
   return {k: v for k, v in meta.items() if k in ("llm", "img")}
 
 
-def load_checkpoint(path: str, which: str = "latest") -> tuple[dict, dict, paligemma.Tokenizer]:
-  """(params, model_cfg, tokenizer) from a finetune workdir, a model directory or an .npz, local or gs://
-  (resolved by `components.common.resolve_checkpoint`, as export does)."""
-  resolved = resolve_checkpoint(path)
+def load_checkpoint(path: str, which: str = "latest", tokenizer: str | None = None
+                    ) -> tuple[dict, dict, paligemma.Tokenizer, dict]:
+  """(params, model_cfg, tokenizer, model.json) from a finetune workdir, a model directory or an .npz, local
+  or gs:// (resolved by `components.common.resolve_checkpoint`, as export does). A bare .npz's model.json is
+  inferred from its array shapes; `tokenizer` replaces the tokenizer.model beside the checkpoint."""
+  resolved = resolve_checkpoint(path, tokenizer)
+  fs, tokenizer_path = fsspec.core.url_to_fs(resolved.tokenizer)
+  if not fs.isfile(tokenizer_path):  # before the weights: a missing file fails in a second, not after minutes
+    raise FileNotFoundError(f"{resolved.tokenizer} not found: give --tokenizer, or copy the model directory's "
+                            f"tokenizer.model into {resolved.directory}")
+  meta = read_model_json(resolved)
   if resolved.kind == "workdir":
     from components.finetune import load_trained_params  # a finetune workdir: LoRA merged there
     params, model_cfg = load_trained_params(resolved.path, which=which)
   else:
-    fs, meta_path = fsspec.core.url_to_fs(resolved.model_json)
-    if not fs.isfile(meta_path):
-      raise FileNotFoundError(f"{resolved.path}: no model.json beside it (it says which model the .npz holds); "
-                              "put the model directory's model.json next to the checkpoint")
-    with fs.open(meta_path, "rb") as f:
-      model_cfg = _model_cfg(json.load(f))
+    model_cfg = _model_cfg(meta)
     params = paligemma.load(resolved.path, model_cfg)
-  fs, tokenizer_path = fsspec.core.url_to_fs(resolved.tokenizer)
-  if not fs.isfile(tokenizer_path):
-    raise FileNotFoundError(f"no tokenizer.model in {resolved.directory}; copy the model directory's tokenizer "
-                            "there")
-  return params, model_cfg, paligemma.Tokenizer(resolved.tokenizer)
+  return params, model_cfg, paligemma.Tokenizer(resolved.tokenizer), meta
 
 
 def read_split(data_dir: str, split: str, limit: int | None) -> tuple[list[dict], list[dict]]:
@@ -206,7 +206,8 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
         n = ids.index(tokenizer.eos_id) if tokenizer.eos_id in ids else len(ids)
         generated += n
         predictions.append({
-            "image": row["image"], "prefix": row["prefix"], "reference": row["suffix"],
+            "image": row["image"], **({"source_image": row["source_image"]} if row.get("source_image") else {}),
+            "prefix": row["prefix"], "reference": row["suffix"],
             "prediction": tokenizer.decode(ids[:n]), "token_ids": ids[:n],
             "tokens": token_texts(tokenizer, ids[:n]), "token_logprobs": [float(v) for v in lps[:n]],
             "stopped": n < len(ids),  # False: cut at max_decode_len before eos
@@ -222,7 +223,7 @@ def run(args: RunArgs, devices=None) -> dict:
   """The whole `evaluate run`; returns the metrics (also in OUT/metrics.json)."""
   paligemma.parse_sampler(args.sampler)  # a typo fails now, not after the checkpoint has loaded
   rows, references = read_split(args.data, args.split, args.limit)
-  params, model_cfg, tokenizer = load_checkpoint(args.checkpoint, args.which)
+  params, model_cfg, tokenizer, model_json = load_checkpoint(args.checkpoint, args.which, args.tokenizer)
   model = paligemma.Model(**model_cfg)
   prompt_len = args.prompt_len or max(len(tokenizer.encode(r["prefix"])) + 2 for r in rows)  # + bos, "\n"
   max_decode_len = args.max_decode_len or max(
@@ -243,8 +244,11 @@ def run(args: RunArgs, devices=None) -> dict:
     references = [r for r in references if (r["image"], r["prefix"]) not in gone]
   if not predictions:
     raise ValueError(f"no image of {args.data}/{args.split}.jsonl could be read (first: {skipped[0]['reason']})")
+  checkpoint = args.checkpoint + (f" ({args.which})" if resolve_checkpoint(args.checkpoint).kind == "workdir" else "")
+  header = {"model": model_json.get("name"), "checkpoint": checkpoint, "run_id": args.run_id, "dataset": args.data,
+            "split": args.split}
   metrics = outputs.write_evaluation(args.output, args.task, predictions, references, image_root=args.data,
                                      baseline_dir=args.baseline, extra={"num_skipped": len(skipped), "skipped_examples": skipped},
-                                     predictions_name=os.path.join(args.output, outputs.PREDICTIONS))
+                                     predictions_name=os.path.join(args.output, outputs.PREDICTIONS), header=header)
   log.info("%s: %s", args.task, outputs.summary_line(metrics))
   return metrics

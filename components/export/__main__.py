@@ -30,10 +30,13 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
                               description="Export a fine-tuned PaliGemma (finetune workdir, model directory or .npz) as a big_vision "
                                           ".npz or a transformers checkpoint, atomically, with manifest.json.")
   p.add_argument("--checkpoint", required=True, help="finetune workdir, model directory (model.json naming "
-                 "its .npz), or an .npz with model.json and tokenizer.model beside it (local or gs://)")
+                 "its .npz), or an .npz (its model.json beside it, else its configuration is inferred from its "
+                 "array shapes); local or gs://")
   p.add_argument("--format", required=True, choices=FORMATS, help="npz: big_vision layout; hf: transformers "
                  "PaliGemmaForConditionalGeneration + PaliGemmaProcessor files")
   p.add_argument("--output", required=True, help="output directory, local or gs:// (replaced atomically)")
+  p.add_argument("--tokenizer", default=None, help="tokenizer.model to ship (default: the one beside the "
+                 "checkpoint)")
   p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="cast the weights (default: keep the source's)")
   p.add_argument("--which", default="latest", help="workdir checkpoint: latest, best or a step (default latest)")
   p.add_argument("--metrics", default=None, help="an evaluation's metrics.json to record in the manifest")
@@ -49,9 +52,9 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
   g.add_argument("--location", default=None, help="Vertex AI region (default $GOOGLE_CLOUD_REGION or us-central1)")
   a = p.parse_args(argv)
   return ExportConfig(checkpoint=a.checkpoint, format=a.format, output=a.output, dtype=a.dtype, which=a.which,
-                      metrics=a.metrics, register=a.register, dry_run=a.dry_run, display_name=a.display_name,
-                      serving_container=a.serving_container, labels=a.labels, project=a.project,
-                      location=a.location)
+                      tokenizer=a.tokenizer, metrics=a.metrics, register=a.register, dry_run=a.dry_run,
+                      display_name=a.display_name, serving_container=a.serving_container, labels=a.labels,
+                      project=a.project, location=a.location)
 
 
 def main(argv: list[str] | None = None) -> int:

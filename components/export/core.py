@@ -29,7 +29,7 @@ import numpy as np
 
 from components import paligemma
 from components.common.atomic import write_json_atomic
-from components.common.checkpoints import join, resolve_checkpoint
+from components.common.checkpoints import join, read_model_json, resolve_checkpoint
 from components.export import publish, registry
 from components.paligemma import configs
 
@@ -47,6 +47,7 @@ class ExportConfig:
   output: str  # directory: local path or gs://
   dtype: str | None = None  # None keeps the source's dtypes
   which: str = "latest"  # workdir checkpoint: "latest", "best" or a step
+  tokenizer: str | None = None  # None: tokenizer.model beside the checkpoint
   metrics: str | None = None  # an evaluation's metrics.json to record in the manifest
   register: bool = False
   dry_run: bool = False  # print the registry request instead of sending it
@@ -78,7 +79,7 @@ def export(cfg: ExportConfig) -> dict:
                      "--register too, or leave --dry-run out to export")
   request = _registry_request(cfg) if cfg.register else None  # a bad request fails before the slow part
   evaluation = _read_evaluation(cfg.metrics)
-  source = _load_source(cfg.checkpoint, cfg.which)
+  source = _load_source(cfg.checkpoint, cfg.which, cfg.tokenizer)
   if cfg.dtype is not None:
     _cast_leaves(source.params, DTYPES[cfg.dtype])
   with publish.atomic_directory(cfg.output) as staging:
@@ -128,19 +129,16 @@ def _read(path: str) -> bytes | None:
     return f.read()
 
 
-def _load_source(checkpoint: str, which: str) -> _Source:
-  resolved = resolve_checkpoint(checkpoint)  # the same reading of --checkpoint as evaluate's
+def _load_source(checkpoint: str, which: str, tokenizer: str | None = None) -> _Source:
+  resolved = resolve_checkpoint(checkpoint, tokenizer)  # the same reading of --checkpoint as evaluate's
   directory = resolved.directory
-  model_json = _read(resolved.model_json)
-  if model_json is None:
-    raise FileNotFoundError(f"{resolved.model_json} not found: --checkpoint must be a finetune workdir, a model "
-                            "directory, or an .npz inside one (model.json and tokenizer.model beside it)")
   if _read(resolved.tokenizer) is None:
     raise FileNotFoundError(f"{resolved.tokenizer} not found: the export ships the tokenizer the model was "
-                            "trained with")
-  name = json.loads(model_json).get("name") or "paligemma"
+                            "trained with; give --tokenizer or put tokenizer.model beside the checkpoint")
+  model_json = read_model_json(resolved)  # a bare .npz: inferred from its array shapes
+  name = model_json.get("name") or "paligemma"
   if resolved.kind == "npz":
-    model_cfg = {k: v for k, v in json.loads(model_json).items() if k in ("llm", "img")}
+    model_cfg = {k: v for k, v in model_json.items() if k in ("llm", "img")}
     params = paligemma.load(resolved.path, model_cfg)  # stored dtypes kept: an npz export is bit-identical
     upstream = json.loads(_read(join(directory, "manifest.json")) or b"{}")
     info = {"checkpoint": resolved.path, "kind": "npz",

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from components import paligemma
+from components.common.checkpoints import infer_model_json
 from components.finetune import checkpoints, params, policy, sharding, state as state_lib
 from components.finetune import config as config_lib
 from components.finetune import workdir as wd
@@ -48,9 +49,7 @@ def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
   """
   path = str(path)
   if path.endswith(".npz"):
-    model_json = wd.read_json(os.path.join(os.path.dirname(path), wd.MODEL))
-    if model_json is None:
-      raise FileNotFoundError(f"{path}: no model.json beside it; an .npz needs its model directory")
+    model_json = wd.read_json(os.path.join(os.path.dirname(path), wd.MODEL)) or infer_model_json(path)
     model_cfg = _model_cfg(model_json)
     return _to_f32(paligemma.load(path, model_cfg)), model_cfg
 

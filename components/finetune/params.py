@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from components import paligemma
+from components.common.checkpoints import infer_model_json
 from components.finetune import config as config_lib
 from components.finetune import policy, sharding
 
@@ -28,6 +29,7 @@ class ModelSource:
   model_cfg: dict
   checkpoint: str | None  # an .npz, or None for random init
   tokenizer: str | None
+  name: str | None = None  # the model's name when the checkpoint's model.json was inferred from its shapes
 
 
 def _read_json(path: str) -> dict | None:
@@ -39,8 +41,9 @@ def _read_json(path: str) -> dict | None:
 
 
 def resolve_model(config) -> ModelSource:
-  """Which model, which weights, which tokenizer (ARCHITECTURE.md: a model directory or an .npz)."""
-  checkpoint, model_json = config.checkpoint or None, None
+  """Which model, which weights, which tokenizer (ARCHITECTURE.md: a model directory or an .npz; an .npz
+  without model.json beside it is described by its array shapes, and `config.model_name` is then ignored)."""
+  checkpoint, model_json, inferred_name = config.checkpoint or None, None, None
   if checkpoint and not checkpoint.endswith(".npz"):  # a model directory
     model_json = _read_json(os.path.join(checkpoint, "model.json"))
     if model_json is None:
@@ -49,6 +52,9 @@ def resolve_model(config) -> ModelSource:
     checkpoint = os.path.join(checkpoint, model_json["checkpoint"])
   elif checkpoint:
     model_json = _read_json(os.path.join(os.path.dirname(checkpoint), "model.json"))
+    if model_json is None:  # a bare .npz: its array shapes say which model it is
+      model_json = infer_model_json(checkpoint)
+      inferred_name = model_json["name"]
   if model_json is not None:
     model_cfg = {k: dict(v) for k, v in model_json.items() if k in ("llm", "img")}
   else:
@@ -60,7 +66,7 @@ def resolve_model(config) -> ModelSource:
   model_cfg["img"].update(remat_policy=config.remat_policy)
   tokenizer = config.tokenizer or (os.path.join(os.path.dirname(checkpoint), "tokenizer.model")
                                    if checkpoint else None)
-  return ModelSource(model_cfg, checkpoint, tokenizer)
+  return ModelSource(model_cfg, checkpoint, tokenizer, inferred_name)
 
 
 def dummy_inputs(model_cfg: dict, batch: int, text_len: int):

@@ -184,24 +184,31 @@ def serialized_name(canonical: str) -> str:
 
 def dims_from_params(flat: dict) -> Dims:
   """Reads every size from a flat big_vision tree (`flatten_params`), so names and shapes follow the data."""
-  def shape(name):
-    if name not in flat:
+  return dims_from_shapes({name: tuple(value.shape) for name, value in flat.items()})
+
+
+def dims_from_shapes(shapes: dict[str, tuple[int, ...]]) -> Dims:
+  """Every size from the shapes of a flat big_vision tree (flat name -> shape); a missing array is an error."""
+  def shape(name, ndim):
+    if name not in shapes:
       raise ValueError(f"parameter {name!r} is missing; expected a PaliGemma tree as `components.paligemma.load` "
-                     "returns it")
-    return tuple(flat[name].shape)
+                       "returns it")
+    if len(shapes[name]) != ndim:
+      raise ValueError(f"parameter {name!r} has shape {tuple(shapes[name])}; a PaliGemma tree has {ndim} axes there")
+    return tuple(shapes[name])
 
   mha = "img/Transformer/encoderblock/MultiHeadDotProductAttention_0/"
-  patch, _, _, img_width = shape("img/embedding/kernel")
-  img_depth, _, img_heads, _ = shape(mha + "query/kernel")
-  vocab, width = shape("llm/embedder/input_embedding")
-  if "llm/layers/attn/qkv_einsum/w" in flat:
-    depth, _, heads, _, head_dim = shape("llm/layers/attn/qkv_einsum/w")
+  patch, _, _, img_width = shape("img/embedding/kernel", 4)
+  img_depth, _, img_heads, _ = shape(mha + "query/kernel", 4)
+  vocab, width = shape("llm/embedder/input_embedding", 2)
+  if "llm/layers/attn/qkv_einsum/w" in shapes:
+    depth, _, heads, _, head_dim = shape("llm/layers/attn/qkv_einsum/w", 5)
     kv_heads = heads
   else:
-    depth, heads, _, head_dim = shape("llm/layers/attn/q_einsum/w")
-    kv_heads = shape("llm/layers/attn/kv_einsum/w")[2]
+    depth, heads, _, head_dim = shape("llm/layers/attn/q_einsum/w", 4)
+    kv_heads = shape("llm/layers/attn/kv_einsum/w", 5)[2]
   return Dims(img_width=img_width, img_depth=img_depth,
-              img_mlp=shape("img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel")[-1], img_heads=img_heads,
-              patch=patch, num_patches=shape("img/pos_embedding")[1], vocab=vocab, width=width, depth=depth,
-              mlp=shape("llm/layers/mlp/gating_einsum")[-1], heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-              post_norms="llm/layers/post_attention_norm/scale" in flat)
+              img_mlp=shape("img/Transformer/encoderblock/MlpBlock_0/Dense_0/kernel", 3)[-1], img_heads=img_heads,
+              patch=patch, num_patches=shape("img/pos_embedding", 3)[1], vocab=vocab, width=width, depth=depth,
+              mlp=shape("llm/layers/mlp/gating_einsum", 4)[-1], heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+              post_norms="llm/layers/post_attention_norm/scale" in shapes)

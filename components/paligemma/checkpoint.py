@@ -102,14 +102,10 @@ def iter_arrays(path: str, expected: Mapping[str, tuple[int, ...]] | None = None
   memory then stays at one array.
   """
   path = str(path)
-  with _open_zip(path, _HEADER_BLOCK) as zf:  # small blocks: a few hundred bytes per member
-    members = _member_names(zf, path)
-    if expected is not None:
-      _check_names(path, members, expected)
-    headers = {name: _read_header(zf, member, name, path) for name, member in members.items()}
-    if expected is not None:
-      for name, (shape, _) in headers.items():
-        _check_shape(name, shape, tuple(expected[name]), path)
+  members, headers = _read_headers(path, expected)
+  if expected is not None:
+    for name, (shape, _) in headers.items():
+      _check_shape(name, shape, tuple(expected[name]), path)
   with _open_zip(path, _DATA_BLOCK) as zf:  # large blocks: one request per block on object stores
     total = sum(zf.getinfo(m).file_size for m in members.values())
     done, start = 0, time.monotonic()
@@ -122,6 +118,37 @@ def iter_arrays(path: str, expected: Mapping[str, tuple[int, ...]] | None = None
       _log_progress(f"read {path}", name, done, total, start)
       yield name, array
       del array  # before reading the next one: a caller that dropped it holds no host copy
+
+
+def read_shapes(path: str) -> dict[str, tuple[int, ...]]:
+  """Flat name -> shape of every array of an `.npz`, local or any fsspec URL, from the zip directory and
+  each member's `.npy` header only (a few hundred bytes per array; no array data is read)."""
+  _, headers = _read_headers(str(path))
+  return {name: shape for name, (shape, _) in headers.items()}
+
+
+def infer_config(path: str):
+  """`configs.InferredModel` (name, model_cfg) of an `.npz` from its array shapes (`configs.infer_model_config`);
+  a CheckpointError naming the file when the arrays are no PaliGemma model."""
+  from components.paligemma import configs  # imported here: configs imports jax
+
+  path = str(path)
+  try:
+    return configs.infer_model_config(read_shapes(path), file_name=path)
+  except ValueError as e:
+    if isinstance(e, CheckpointError):
+      raise
+    raise CheckpointError(f"{path}: cannot tell which PaliGemma configuration it holds: {e}. Put the model.json "
+                          "of its model directory beside it (or download it with --model NAME --source URI)") from None
+
+
+def _read_headers(path: str, expected: Mapping[str, Any] | None = None):
+  """(parameter name -> zip member, parameter name -> (shape, dtype)) from the headers alone."""
+  with _open_zip(path, _HEADER_BLOCK) as zf:  # small blocks: a few hundred bytes per member
+    members = _member_names(zf, path)
+    if expected is not None:
+      _check_names(path, members, expected)
+    return members, {name: _read_header(zf, member, name, path) for name, member in members.items()}
 
 
 @contextlib.contextmanager

@@ -4,11 +4,20 @@ A `model_cfg` is a plain JSON-serialisable dict `{"llm": {...}, "img": {...}}`, 
 tower names a `variant` and may override any of its fields. `Model(**model_cfg)` builds it;
 `resolve_llm`/`resolve_img` give every field explicitly (what the towers and converters read).
 
+`infer_model_config(shapes)` goes the other way: the configuration of a big_vision `.npz` from its
+array shapes alone (`checkpoint.read_shapes` reads them from the file headers).
+
 Numbers: ../shared/reference/PALIGEMMA.md §2 (read from big_vision's gemma.py and vit.py).
 """
+import logging
 import re
+from typing import Mapping, NamedTuple, Sequence
 
 import jax
+
+from components.paligemma import _hf_layout as layout
+
+log = logging.getLogger(__name__)
 
 PALIGEMMA_VOCAB = 257_152  # 256000 Gemma pieces + 1024 <locNNNN> + 128 <segNNN>.
 
@@ -140,3 +149,98 @@ def image_size(model_cfg: dict) -> int:
 def num_image_tokens(model_cfg: dict) -> int:
   cfg = resolve_img(model_cfg.get("img", {}))
   return (cfg["image_size"] // cfg["patch_size"]) ** 2
+
+
+# ------------------------------------------------------------------------------------ from array shapes
+class InferredModel(NamedTuple):
+  name: str  # a released or small config's name when the shapes (and file name) say which, else descriptive
+  model_cfg: dict
+
+
+_LLM_GEOMETRY = ("vocab_size", "width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim", "post_norms")
+_IMG_GEOMETRY = ("width", "depth", "mlp_dim", "num_heads", "patch_size", "image_size")
+_RELEASE_FILE = re.compile(r"(\.(bf16|b16|f16))?\.npz$")  # paligemma2-3b-pt-224.b16.npz -> paligemma2-3b-pt-224
+
+
+def infer_model_config(shapes: Mapping[str, Sequence[int]], file_name: str | None = None) -> InferredModel:
+  """The configuration of a big_vision PaliGemma checkpoint from its array shapes (flat name -> shape).
+
+  Gemma 1 or 2 from the norms present (Gemma 2 has post-attention/post-MLP norms); widths, depths, heads,
+  kv heads, head dim, MLP dims and vocabulary from the weights; the patch size from the patch kernel; the
+  image size from the position embedding (g*g tokens of a patch each). Every array must then have exactly
+  the shape that configuration gives it. What shapes cannot show (Gemma 2's soft caps, the 27B query scale)
+  comes from the released variant of the same geometry; a geometry no variant has gets its family's
+  settings (Gemma 2: soft caps 50/30, queries scaled by head_dim**-0.5, as every released Gemma 2 but 27B),
+  said in a warning. `file_name` (e.g. `paligemma2-3b-mix-448.b16.npz`) supplies the released name when
+  the shapes are that model's. Raises ValueError when the arrays do not form a PaliGemma model.
+  """
+  shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
+  dims = layout.dims_from_shapes(shapes)
+  grid = round(dims.num_patches ** 0.5)
+  if grid * grid != dims.num_patches:
+    raise ValueError(f"img/pos_embedding holds {dims.num_patches} positions, not a square grid of patches")
+  if dims.kv_heads < 1 or dims.heads % dims.kv_heads:
+    raise ValueError(f"{dims.heads} query heads cannot share {dims.kv_heads} key/value heads")
+  expected = layout.bv_shapes(dims)
+  problems = ([f"missing array {n!r}" for n in sorted(set(expected) - set(shapes))]
+              + [f"unexpected array {n!r}" for n in sorted(set(shapes) - set(expected))]
+              + [f"array {n!r} has shape {shapes[n]}, expected {s} from the other arrays" for n, s in expected.items()
+                 if n in shapes and shapes[n] != s])
+  if problems:
+    more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
+    raise ValueError("the arrays do not form a PaliGemma model: " + "; ".join(problems[:4]) + more)
+
+  llm = dict(zip(_LLM_GEOMETRY, (dims.vocab, dims.width, dims.depth, dims.mlp, dims.heads, dims.kv_heads,
+                                 dims.head_dim, dims.post_norms)))
+  img = dict(zip(_IMG_GEOMETRY, (dims.img_width, dims.img_depth, dims.img_mlp, dims.img_heads, dims.patch,
+                                 grid * dims.patch)))
+  for name in SMALL_CONFIGS:
+    cfg = model_config(name)
+    if _geometry(resolve_llm(cfg["llm"]), _LLM_GEOMETRY) == llm and _geometry(resolve_img(cfg["img"]), _IMG_GEOMETRY) == img:
+      return InferredModel(name, cfg)
+
+  variant = next((v for v, fields in LLM_VARIANTS.items() if _geometry(fields, _LLM_GEOMETRY[1:]) == {
+      k: llm[k] for k in _LLM_GEOMETRY[1:]}), None)
+  so400m = _geometry(SO400M_14, _IMG_GEOMETRY[:-1]) == {k: img[k] for k in _IMG_GEOMETRY[:-1]}
+  released = next(((family, size) for family, sizes in _RELEASED_LLM.items() for size, v in sizes.items()
+                   if v == variant), None)
+  if released and so400m and llm["vocab_size"] == PALIGEMMA_VOCAB:
+    family, size = released
+    model_cfg = _released(family, size, img["image_size"])
+    hinted = _release_name_of_file(file_name)
+    name = hinted if hinted and model_config(hinted) == model_cfg else f"{family}-{size}-{img['image_size']}"
+    return InferredModel(name, model_cfg)
+
+  family = "paligemma2" if dims.post_norms else "paligemma"
+  if variant is None:
+    variant = "gemma2_2b" if dims.post_norms else "gemma_2b"
+    if dims.post_norms:
+      log.warning("%s: a Gemma 2 of a geometry no released model has; assuming the released Gemma 2 settings "
+                  "(attention soft cap 50, final soft cap 30%s)", file_name or "checkpoint",
+                  "" if dims.width == dims.heads * dims.head_dim
+                  else ", queries scaled by head_dim**-0.5 rather than 27B's (width/heads)**-0.5")
+  name = (f"{family}-custom-w{dims.width}-d{dims.depth}-v{dims.vocab}-img{dims.img_width}x{dims.img_depth}"
+          f"-{img['image_size']}px")
+  return InferredModel(name, {"llm": _with_variant(llm, LLM_VARIANTS[variant], variant),
+                              "img": _with_variant(img, SO400M_14, "So400m/14")})
+
+
+def _geometry(fields: Mapping, keys: Sequence[str]) -> dict:
+  return {k: fields[k] for k in keys}
+
+
+def _with_variant(fields: dict, base: dict, variant: str) -> dict:
+  """`variant` plus overrides for the fields that differ from it."""
+  return {"variant": variant, **{k: v for k, v in fields.items() if base[k] != v}}
+
+
+def _release_name_of_file(file_name: str | None) -> str | None:
+  """The released name a published checkpoint file is named after (`paligemma2-3b-pt-224.b16.npz`), if any."""
+  if not file_name:
+    return None
+  stem = _RELEASE_FILE.sub("", file_name.replace("\\", "/").rsplit("/", 1)[-1])
+  try:
+    model_config(stem)
+  except ValueError:
+    return None
+  return stem if stem not in SMALL_CONFIGS else None

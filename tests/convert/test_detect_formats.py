@@ -141,7 +141,8 @@ def _expected_row(out_image, name):
   (w, h), boxes = EXPECTED[name]
   return {"image": out_image, "prefix": "detect cat ; dog",
           "suffix": boxes_to_loc_text([b for _, b in boxes], [label for label, _ in boxes], w, h),
-          "width": w, "height": h, "objects": [{"label": label, "box": [float(v) for v in b]} for label, b in boxes]}
+          "width": w, "height": h, "objects": [{"label": label, "box": [float(v) for v in b]} for label, b in boxes],
+          "source_width": w, "source_height": h}  # no --max-side: the source's size, as displayed
 
 
 @pytest.mark.parametrize("fmt", list(BUILDERS))
@@ -160,6 +161,8 @@ def test_detection_source_converts_exactly(tmp_path, imgs, fmt):
     assert [r["image"] for r in got] == [out_name(split, n) for n in kept]  # every good row, in source order
     for name, row in zip(kept, got, strict=True):
       expected = _expected_row(out_name(split, name), name)
+      if fmt == "coco":  # the source's own image id, for scoring detector outputs that name it
+        expected["source_id"] = where[name][1]
       if fmt in ("yolo", "paligemma-jsonl"):  # normalised sources: pixel boxes within one bin / float error
         bins = np.array([expected["width"], expected["height"]] * 2) / 1023
         for a, b in zip(row.pop("objects"), expected.pop("objects"), strict=True):
@@ -190,6 +193,7 @@ def test_detection_source_converts_exactly(tmp_path, imgs, fmt):
   assert "CMYK" in repaired["cmyk.jpg"] and "white" in repaired["rgba.png"]
   assert report["splits"]["train"]["examples"] == 8 and report["splits"]["valid"]["objects"] == {"cat": 0, "dog": 1}
   assert report["classes"] == CLASSES
+  assert report.get("source_categories") == ({"0": "animals", "1": "cat", "2": "dog"} if fmt == "coco" else None)
 
   for split in ("train", "valid", "test"):
     records = [r for shard in list_shards(str(out), split) for r in read_shard(shard)]

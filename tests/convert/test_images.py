@@ -121,6 +121,8 @@ def test_reduced_jpeg_decoding_keeps_boxes_on_their_pixels(tmp_path, imgs, orien
                     ImageOptions(max_side=200, image_format="png"))
   written = np.asarray(Image.open(tmp_path / "out" / "images" / "e.png")).mean(-1)
   assert written.shape == ((100, 200) if orientation == 1 else (200, 100))
+  # The source's own size as displayed: what another detector's pixel boxes of this image refer to.
+  assert result.source_size == ((800, 400) if orientation == 1 else (400, 800))
   x1, y1, x2, y2 = result.rows[0].objects[0]["box"]
   inside = written[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1]
   outside = written.copy()

@@ -162,8 +162,10 @@ def test_whole_version_of_a_custom_model(kaggle, tiny_files, tmp_path):
   download_model("tiny-v2", str(tmp_path / "m"), source="kaggle://someone/my-paligemma/jax/custom/3")
   assert (tmp_path / "m" / "ckpt.npz").read_bytes() == tiny_files["npz"]
   assert any(r["path"].endswith("ListModelInstanceVersionFiles") for r in kaggle.kaggle.requests)
-  with pytest.raises(DownloadError, match="cannot tell which model"):
-    download_model("kaggle://someone/my-paligemma/jax/custom/3", str(tmp_path / "n"))
+  # Without --model NAME the checkpoint's array shapes say which model it is.
+  download_model("kaggle://someone/my-paligemma/jax/custom/3", str(tmp_path / "n"))
+  assert json.loads((tmp_path / "n" / "model.json").read_text()) == {
+      **configs.model_config("tiny-v2"), "name": "tiny-v2", "checkpoint": "ckpt.npz"}
 
 
 def test_standard_kaggle_json(kaggle, tiny_files, tmp_path, monkeypatch):

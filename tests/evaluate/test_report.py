@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from components.evaluate import render_report, score, write_evaluation
-from components.evaluate.report import GT_COLOUR, PRED_COLOUR
+from components.evaluate.report import GT_COLOUR, HEADER_BACKGROUND, PRED_COLOUR
 
 IMAGE_RGB = (30, 60, 200)
 GT = (200, 100, 700, 500)  # bins: y1, x1, y2, x2
@@ -117,3 +117,54 @@ def test_summary_keeps_a_metric_that_became_null():
   summary = summary[:summary.index("</table>")]
   assert "<tr><td>map</td><td>0.2500</td><td>–</td><td></td></tr>" in summary
   assert "<tr><td>map50</td><td>0.1250</td><td>0.5000</td>" in summary
+
+
+HEADER = {"model": "paligemma2-3b-224", "checkpoint": "gs://b/runs/7 (best)", "run_id": "pg-run-20250101",
+          "dataset": "gs://b/data/pets", "split": "valid", "date": "2025-01-01 12:00:00 UTC"}
+
+
+def test_header_says_what_was_evaluated(tmp_path):
+  refs, preds = make_case(tmp_path)
+  metrics, records = score("detect", preds, refs)
+  page = render_report(metrics, records, image_root=str(tmp_path), title="detect evaluation", header=HEADER)
+  head = page[page.index("<header id='run'>"):page.index("</header>")]
+  assert "<h1>detect evaluation</h1>" in head
+  for field, label in (("model", "model"), ("checkpoint", "checkpoint"), ("run_id", "run id"),
+                       ("dataset", "dataset"), ("split", "split"), ("date", "date")):
+    assert f"<dt>{label}</dt><dd>{HEADER[field]}</dd>" in head
+  assert "<dt>task</dt><dd>detect</dd>" in head
+  # An unknown field shows as a dash, so that every report has the same header.
+  bare = render_report(metrics, records, image_root=None, header={"model": "yolov8n"})
+  assert "<dt>model</dt><dd>yolov8n</dd>" in bare and "<dt>run id</dt><dd>–</dd>" in bare
+
+
+def test_write_evaluation_dates_the_report(tmp_path):
+  refs, preds = make_case(tmp_path)
+  write_evaluation(str(tmp_path / "out"), "detect", preds, refs, image_root=str(tmp_path),
+                   header={"model": "m", "split": "valid"})
+  page = (tmp_path / "out" / "report.html").read_text()
+  assert re.search(r"<dt>date</dt><dd>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</dd>", page)
+
+
+def test_report_uses_the_full_width_in_chromium(tmp_path):
+  """At 1400 px the header spans the window and the two cards sit side by side (one per row used half)."""
+  refs, preds = make_case(tmp_path)
+  metrics, records = score("detect", preds, refs)
+  page = tmp_path / "report.html"
+  page.write_text(render_report(metrics, records, image_root=str(tmp_path), header=HEADER))
+  shot = tmp_path / "shot.png"
+  chromium([f"--screenshot={shot}", "--window-size=1400,1400", page.as_uri()], tmp_path)
+  pixels = np.asarray(Image.open(shot).convert("RGB"))
+  width = pixels.shape[1]
+  band = find(pixels, hex_rgb(HEADER_BACKGROUND), 2)
+  assert band[5].mean() > 0.95, "the header does not span the page"
+  def picture(rgb, tol):  # the rectangle of an image: rows and columns with hundreds of its pixels
+    mask = find(pixels, rgb, tol)
+    rows, cols = np.nonzero(mask.sum(1) > 200)[0], np.nonzero(mask.sum(0) > 200)[0]
+    return rows.min(), cols.min(), cols.max()
+
+  (b_top, b_left, _), (g_top, _, g_right) = picture(IMAGE_RGB, 12), picture((200, 200, 200), 2)
+  assert abs(int(b_top) - int(g_top)) < 40, "the two cards are not on one row"
+  assert b_left < 0.1 * width and g_right > 0.85 * width, (b_left, g_right, width)
+  dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
+  assert "pg-run-20250101" in dom and "gs://b/runs/7 (best)" in dom

@@ -5,7 +5,7 @@ import os
 import jax
 import pytest
 
-from components.evaluate import runner
+from components.evaluate import parse_detections, runner
 from components.evaluate.__main__ import main
 
 
@@ -53,8 +53,11 @@ def test_run_cli_writes_the_evaluation_directory(tiny_model_dir, detect_dataset,
   out = tmp_path / "out"
   with open(os.path.join(detect_dataset, "images", "1.png"), "wb") as f:
     f.write(b"not a png")  # a broken image costs its example, not the evaluation
+  refs = read(os.path.join(detect_dataset, "valid.jsonl"))
+  with open(os.path.join(detect_dataset, "valid.jsonl"), "w") as f:  # image sizes, as convert writes them
+    f.writelines(json.dumps({**r, "width": 64, "height": 48}) + "\n" for r in refs)
   main(["run", "--checkpoint", tiny_model_dir, "--data", detect_dataset, "--task", "detect", "--output", str(out),
-        "--limit", "5", "--max-decode-len", "8", "--batch-size", "3"])
+        "--limit", "5", "--max-decode-len", "8", "--batch-size", "3", "--run-id", "run-42"])
   printed = json.loads(capsys.readouterr().out)
   rows = read(out / "predictions.jsonl")
   assert len(rows) == 4 and "images/1.png" not in {r["image"] for r in rows}
@@ -68,3 +71,11 @@ def test_run_cli_writes_the_evaluation_directory(tiny_model_dir, detect_dataset,
   assert metrics["num_skipped"] == 1 and "images/1.png" in metrics["skipped_examples"][0]["reason"]
   page = (out / "report.html").read_text()
   assert page.count("data:image/jpeg;base64,") == 4 and "id='gallery'" in page
+  for field, value in (("model", "tiny-v1"), ("checkpoint", tiny_model_dir), ("run-id", "run-42"),
+                       ("dataset", detect_dataset), ("split", "valid")):
+    assert f"<div id='meta-{field}'><dt>{field.replace('-', ' ')}</dt><dd>{value}</dd></div>" in page
+  # The boxes as COCO results: image ids from the file stems (numeric: ints), classes numbered from 1.
+  boxes = [b for r in rows for b in parse_detections(r["prediction"])[0]]
+  written = json.loads((out / "coco_results.json").read_text())
+  assert len(written) == sum(b.label in ("cat", "dog") for b in boxes)
+  assert all(isinstance(r["image_id"], int) and r["category_id"] in (1, 2) for r in written)

@@ -51,4 +51,4 @@ def test_score_help_names_every_file_output_writes(capsys):
   with pytest.raises(SystemExit):
     main(["score", "--help"])
   help_text = " ".join(capsys.readouterr().out.split())
-  assert "predictions.jsonl, metrics.json and report.html" in help_text
+  assert "predictions.jsonl, metrics.json, report.html and (detect) coco_results.json" in help_text

@@ -146,11 +146,24 @@ def test_register_dry_run_prints_the_request_and_no_secret(model_dir, tmp_path, 
     assert not any(secret in text for text in texts), secret
 
 
-def test_missing_model_json_is_a_clear_error(tmp_path, capsys):
-  (tmp_path / "lonely.npz").write_bytes(b"")
-  assert main(["--checkpoint", str(tmp_path / "lonely.npz"), "--format", "npz", "--output", str(tmp_path / "o")]) == 1
+def test_a_bare_npz_exports_as_its_shapes_say_with_the_tokenizer_given(model_dir, tmp_path, capsys):
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  (bare / "weights.npz").write_bytes((model_dir / "base.npz").read_bytes())  # no model.json, no tokenizer
+  args = ["--checkpoint", str(bare / "weights.npz"), "--format", "hf", "--output", str(tmp_path / "o")]
+  assert main(args) == 1
   err = capsys.readouterr().err
-  assert "model.json" in err and str(tmp_path) in err and not (tmp_path / "o").exists()
+  assert f"{bare / 'tokenizer.model'} not found" in err and "--tokenizer" in err and not (tmp_path / "o").exists()
+  assert main([*args, "--tokenizer", str(model_dir / "tokenizer.model")]) == 0
+  manifest = check_manifest(tmp_path / "o")
+  assert configs.resolve_llm(manifest["model_cfg"]["llm"]) == configs.resolve_llm(small_cfg()["llm"])
+  assert sha256(tmp_path / "o" / "tokenizer.model") == sha256(model_dir / "tokenizer.model")
+
+  (bare / "lonely.npz").write_bytes(b"")  # not a checkpoint at all: an error naming the file
+  assert main(["--checkpoint", str(bare / "lonely.npz"), "--format", "npz", "--output", str(tmp_path / "p"),
+               "--tokenizer", str(model_dir / "tokenizer.model")]) == 1
+  err = capsys.readouterr().err
+  assert f"{bare / 'lonely.npz'} is not a readable .npz" in err and not (tmp_path / "p").exists()
 
 
 @pytest.fixture

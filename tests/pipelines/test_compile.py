@@ -261,7 +261,10 @@ def test_the_champion_is_rescored_on_the_same_split_with_the_same_settings(compi
   rescore, tuned = tasks["rescore"]["inputs"], tasks["evaluate-2"]["inputs"]
   assert rescore["artifacts"]["dataset"] == tuned["artifacts"]["dataset"] == {
       "taskOutputArtifact": {"producerTask": "convert", "outputArtifactKey": "dataset"}}
-  shared = {k: v for k, v in tuned["parameters"].items() if k != "model"}
+  # run_id only labels the tuned report's header (the others stay cacheable): not an evaluation setting.
+  shared = {k: v for k, v in tuned["parameters"].items() if k not in ("model", "run_id")}
+  assert tuned["parameters"]["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_name}}"}}
+  assert "run_id" not in tasks["evaluate"]["inputs"]["parameters"]  # the base evaluation stays cacheable
   assert {k: rescore["parameters"][k] for k in shared} == shared
   assert rescore["parameters"]["model_uri"]["taskOutputParameter"] == {"producerTask": "champion",
                                                                        "outputParameterKey": "model_uri"}

@@ -54,7 +54,7 @@ def read(path: str, task: str, **_) -> Source:
   if task not in ("detect", "caption"):
     raise ValueError(f"COCO input supports --task detect or caption, not {task!r}")
   root, files = _find_files(path)
-  rows, issues, classes = [], [], []
+  rows, issues, classes, source_categories = [], [], [], {}
   for json_path, split in files:
     name = rel(json_path, root)
     json_dir = rel(os.path.dirname(os.path.abspath(json_path)), root)
@@ -74,6 +74,7 @@ def read(path: str, task: str, **_) -> Source:
         continue
       per_image[ann["image_id"]].append(ann)
     categories = {c["id"]: c["name"] for c in coco.get("categories", [])}
+    source_categories = {**categories, **source_categories}  # the first file's name wins a clash
     used = {a.get("category_id") for anns in per_image.values() for a in anns}
     classes += [c["name"] for c in class_list(coco.get("categories", []), used)]
     for image_id, img in images.items():
@@ -85,7 +86,7 @@ def read(path: str, task: str, **_) -> Source:
           if "caption" in ann:
             rows.append(Row(image, name, image_id, split, prefix="caption en", suffix=str(ann["caption"]).strip()))
         continue
-      row = Row(image, name, image_id, split, objects=[], declared_size=declared)
+      row = Row(image, name, image_id, split, objects=[], declared_size=declared, source_id=image_id)
       for ann in anns:
         if ann.get("category_id") not in categories:
           row.repairs.append(f"annotation {ann.get('id')} dropped: unknown category id {ann.get('category_id')!r}")
@@ -95,7 +96,8 @@ def read(path: str, task: str, **_) -> Source:
           x, y, w, h = box
           row.objects.append(Obj(categories[ann["category_id"]], (x, y, x + w, y + h)))
       rows.append(row)
-  return Source(root=root, rows=rows, classes=list(dict.fromkeys(classes)) or None, issues=issues)
+  return Source(root=root, rows=rows, classes=list(dict.fromkeys(classes)) or None, issues=issues,
+                categories=source_categories if task == "detect" else None)
 
 
 def _xywh(bbox) -> tuple[float, float, float, float] | None:
