@@ -66,10 +66,10 @@ def _write_run_files(workdir: str, config, source, tokenizer_bytes: bytes) -> No
   wd.write_bytes(os.path.join(workdir, wd.TOKENIZER), tokenizer_bytes)
 
 
-def evaluate(eval_step, train_tree, frozen, config, preprocess, batch_sharding) -> float | None:
+def evaluate(eval_step, train_tree, frozen, config, data_dir, preprocess, batch_sharding) -> float | None:
   """Mean validation loss over the valid split (per-example means, padding rows excluded)."""
   total, count = 0.0, 0.0
-  for local in data.eval_batches(config.data_dir, config.valid_split, preprocess, batch_size=config.batch_size,
+  for local in data.eval_batches(data_dir, config.valid_split, preprocess, batch_size=config.batch_size,
                                  max_batches=config.eval_batches, threads=config.data_threads,
                                  process_index=jax.process_index(), process_count=jax.process_count()):
     s, n = eval_step(train_tree, frozen, _global_batch(local, batch_sharding))
@@ -98,18 +98,20 @@ def train(config, workdir: str) -> dict:
   if is_chief:
     _write_run_files(workdir, config, setup_source, wd.read_bytes(setup_source.tokenizer))
 
-  # --- Data ---
-  n_train = data.num_examples(config.data_dir, config.train_split)
+  # --- Data: one version of the dataset directory for the whole run, even if a convert replaces it ---
+  dataset = data.pin_dataset(config.data_dir)
+  data_dir = dataset.root
+  n_train = data.num_examples(data_dir, config.train_split)
   total_steps = _total_steps(config, n_train)
   image_size = paligemma.configs.image_size(setup_source.model_cfg)
   preprocess = data.Preprocess(tokenizer, image_size, config.text_len)
   train_iter = data.train_iterator(
-      config.data_dir, config.train_split, preprocess, batch_size=config.batch_size, seed=config.seed,
+      data_dir, config.train_split, preprocess, batch_size=config.batch_size, seed=config.seed,
       threads=config.data_threads, process_index=jax.process_index(), process_count=jax.process_count())
   has_valid = bool(config.valid_split)
   if has_valid:
     try:
-      data.num_examples(config.data_dir, config.valid_split)
+      data.num_examples(data_dir, config.valid_split)
     except FileNotFoundError:
       log.warning("no %r split in %s: validation is off", config.valid_split, config.data_dir)
       has_valid = False
@@ -182,7 +184,7 @@ def train(config, workdir: str) -> dict:
         is_eval = has_valid and ((config.eval_every and step % config.eval_every == 0) or step == total_steps)
         if is_eval:
           eval_start = time.perf_counter()
-          val_loss = evaluate(eval_step, state["train"], frozen, config, preprocess, batch_sharding)
+          val_loss = evaluate(eval_step, state["train"], frozen, config, data_dir, preprocess, batch_sharding)
           log.info("step %d/%d | validation loss %.4f", step, total_steps, val_loss)
           metrics.write(step, val_loss=val_loss)
           metrics.flush()
@@ -201,6 +203,7 @@ def train(config, workdir: str) -> dict:
     try:
       ckpts.close()  # waits for the last save and its manifest
       metrics.close()
+      dataset.close()
     finally:
       preemption.restore()
   log.info("finished at step %d in %.0f s (%s)", int(state["step"]), time.perf_counter() - t0, status)

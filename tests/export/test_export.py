@@ -235,8 +235,9 @@ def test_export_of_a_finetune_workdir(model_dir, tmp_path):
   source = manifest["source"]
   assert source["kind"] == "workdir" and source["which"] == "latest"
   assert source["config_sha256"] == sha256(workdir / "config.json")
-  assert source["dataset"] == {"uri": str(data), "sha256": {"train.jsonl": sha256(data / "train.jsonl"),
-                                                            "valid.jsonl": sha256(data / "valid.jsonl")}}
+  assert source["dataset"] == {"uri": str(data), "version": None,  # written by hand: unversioned
+                               "sha256": {"train.jsonl": sha256(data / "train.jsonl"),
+                                          "valid.jsonl": sha256(data / "valid.jsonl")}}
   assert manifest["metrics"]["training"]  # the last metrics.jsonl values
   trained, model_cfg = load_trained_params(str(workdir), "latest")
   exported = flatten_params(paligemma.load(str(out / "model.npz"), model_cfg))
