@@ -27,6 +27,7 @@ from components.convert import records, report as report_lib, storage
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.locations import check_class_name, detect_prefix
 from components.convert.readers import FORMATS, READERS
+from components.convert.readers.common import account_duplicates
 from components.convert.rows import SPLITS, Issue, Source
 from components.convert.worker import ImageOptions, Task, TaskResult, run_task
 
@@ -90,6 +91,7 @@ def convert(cfg: ConvertConfig) -> dict:
     output = storage.open_output(cfg.output, scratch, versioned=cfg.layout == "versioned")  # fails fast if busy
     source = READERS[cfg.format](storage.fetch_input(cfg.input, scratch), cfg.task,
                                  scratch=os.path.join(scratch, "hf"), bbox_format=cfg.bbox_format)
+    account_duplicates(source, cfg.task)  # duplicate rows and boxes: reported, never merged silently
     classes = _resolve_classes(cfg, source) if cfg.task == "detect" else None
     _fail_if_strict(cfg, source.issues)
     staging = output.staging

@@ -1,7 +1,8 @@
 """The real DAG, every step, under the KFP local runner on CPU (tiny settings: the mechanics, not accuracy).
 
-1. The compiled `local` YAML, loaded back with `kfp.components.load_component_from_file`, completes; with a
-   champion it cannot beat, the gate stops it before export and says why.
+1. The compiled `local` YAML, loaded back with `kfp.components.load_component_from_file`, completes under a
+   `minio://` pipeline root (every step reads and writes the local path KFP gives for it); with a champion
+   it cannot beat, the gate stops it before export and says why.
 2. `python -m pipelines.local` end to end: with a weak champion the gate passes, the model is exported
    and becomes the champion, and summary.json says so.
 """
@@ -24,7 +25,39 @@ def write_champion(path, value):
   return record
 
 
-def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path):
+@pytest.fixture
+def minio_root(tmp_path, monkeypatch):
+  """A `minio://` pipeline root, as a plain KFP cluster has by default, under the local runner.
+
+  The local runner itself only makes local artifact URIs, so its output artifacts are renamed to
+  `minio://mlpipeline/...`; and KFP's local path for them (`artifact.path`, `/minio/...`, which the KFP
+  launcher fills and uploads) is pointed at a temporary folder, in this process and (through a
+  sitecustomize on PYTHONPATH) in every task's. Returns (local root the runner is given, the mount)."""
+  from kfp.dsl.types import artifact_types
+  from kfp.local import executor_input_utils
+
+  root, mount, site = tmp_path / "root", tmp_path / "mount", tmp_path / "site"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text(
+      "import os\nfrom kfp.dsl.types import artifact_types\n"
+      "artifact_types._MINIO_LOCAL_MOUNT_PREFIX = os.environ['TEST_MINIO_MOUNT']\n")
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+  monkeypatch.setenv("TEST_MINIO_MOUNT", f"{mount}/")
+  monkeypatch.setattr(artifact_types, "_MINIO_LOCAL_MOUNT_PREFIX", f"{mount}/")
+  local_artifacts = executor_input_utils.artifact_type_schema_to_artifact_list
+
+  def minio_artifacts(name, artifact_type, task_root):
+    artifacts = local_artifacts(name, artifact_type, task_root)
+    for artifact in artifacts.artifacts:
+      artifact.uri = "minio://mlpipeline/" + os.path.relpath(artifact.uri, root)
+    return artifacts
+
+  monkeypatch.setattr(executor_input_utils, "artifact_type_schema_to_artifact_list", minio_artifacts)
+  monkeypatch.chdir(tmp_path)  # where a step that took the URI for a path would make a folder `minio:`
+  return root, mount / "mlpipeline"
+
+
+def test_compiled_local_yaml_runs_under_the_local_runner_with_a_minio_root(tmp_path, minio_root):
   import kfp.components
   import kfp.local
 
@@ -32,13 +65,14 @@ def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path):
   from pipelines.compile import compile_pipeline
   from pipelines.local import prepare_demo
 
+  root, mount = minio_root
   package = compile_pipeline("local", str(tmp_path / "pipeline.yaml"))
   pipeline = kfp.components.load_component_from_file(package)
   arguments = prepare_demo(str(tmp_path / "inputs"), train_images=8, valid_images=4)
   (tmp_path / "models").mkdir()
   record = write_champion(tmp_path / "models" / "champion.json", 1.01)  # no mAP can beat it
 
-  kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+  kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
   kfp_local_fix.install()
   task = pipeline(**{**arguments, **TINY, "export_uri": str(tmp_path / "models")})
 
@@ -51,10 +85,15 @@ def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path):
   assert os.path.exists(decision["tuned_report"])
   assert os.listdir(tmp_path / "models") == ["champion.json"]
   assert json.loads((tmp_path / "models" / "champion.json").read_text()) == record
-  run_dir = tmp_path / "root" / os.listdir(tmp_path / "root")[0]
+  # Every step read and wrote its artifacts where KFP's launcher would upload them from: the minio mount.
+  run_dir = mount / os.listdir(mount)[0]
   assert {"download", "convert", "finetune", "evaluate", "evaluate-2", "gate"} <= set(os.listdir(run_dir))
+  assert json.loads((run_dir / "download" / "model_dir" / "model.json").read_text())["name"]
+  assert {"train.jsonl", "valid.jsonl", "test.jsonl", "report.json", "images", "records"} <= set(
+      os.listdir(run_dir / "convert" / "dataset"))
   with open(run_dir / "finetune" / "tuned_model" / "config.json") as f:
     assert json.load(f)["total_steps"] == 2  # the pipeline parameter reached the trainer
+  assert not (tmp_path / "minio:").exists() and not (tmp_path / "root" / "minio:").exists()
 
 
 def test_pipelines_local_end_to_end(tmp_path):
