@@ -47,8 +47,9 @@ _READ_BYTES = 2**24
 log = logging.getLogger("components.finetune")
 
 
-class CheckpointError(RuntimeError):
-  """No checkpoint of a workdir can be used; the message lists what was found."""
+class CheckpointError(ValueError):
+  """No checkpoint of a workdir can be used (bad input, like any unreadable file); the message lists what was
+  found."""
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -173,3 +173,25 @@ def test_kfp_component_compiles_and_calls_the_core(tmp_path, imgs):
   report = json.loads(task.run_convert(input_uri=str(root), data_format="csv", task="caption",
                                        output_uri=str(tmp_path / "out"), splits="train=1"))
   assert report["splits"]["train"]["examples"] == 3
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   PermissionError(13, "Permission denied", "/data/out/train.jsonl")])
+def test_disk_full_or_permission_denied_is_one_line_naming_the_path(tmp_path, imgs, capsys, monkeypatch, error):
+  from components.convert.__main__ import main
+
+  root = _caption_csv(imgs, tmp_path / "src", n=3)
+  _run(tmp_path, root)
+  before = {n: (tmp_path / "out" / n).read_bytes() for n in ("train.jsonl", "valid.jsonl", "test.jsonl", "report.json")}
+
+  def fail(*args, **kwargs):
+    raise error
+  monkeypatch.setattr(core, "_write_jsonl", fail)
+  capsys.readouterr()
+  code = main(["--input", str(root), "--format", "csv", "--task", "caption", "--output", str(tmp_path / "out"),
+               "--workers", "1", "--no-progress"])
+  err = capsys.readouterr().err.strip().splitlines()
+  where = error.filename or str(tmp_path / "out")
+  reason = "no space left on the device" if error.errno == 28 else "permission denied"
+  assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {reason} at {where}: "), err
+  assert {n: (tmp_path / "out" / n).read_bytes() for n in before} == before

@@ -250,3 +250,27 @@ def test_sigterm_during_start_up_exits_143_with_one_line(tmp_path, dataset_dir, 
   text = "".join(out)
   assert proc.returncode == 143, text[-3000:]
   assert sum("SIGTERM during start-up" in line for line in out) == 1 and "Traceback" not in text
+
+
+_FAILING_WRITE = """
+import errno, sys
+from components.finetune import workdir
+def full(path, data):
+  raise OSError(errno.ENOSPC, "No space left on device")
+workdir.write_bytes = full
+from components.finetune.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_is_one_line_naming_the_workdir(tmp_path, dataset_dir, tokenizer_path):
+  workdir = tmp_path / "full"
+  proc = subprocess.run([sys.executable, "-c", _FAILING_WRITE, "--config", TINY_CONFIG, "--workdir", str(workdir),
+                         f"--config.data_dir={dataset_dir}", f"--config.tokenizer={tokenizer_path}", *STEPS],
+                        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "Traceback" not in proc.stdout + proc.stderr
+  errors = [line for line in proc.stdout.splitlines() if " ERROR " in line]
+  assert len(errors) == 1 and errors[0].endswith(
+      f"no space left on the device at {workdir}: free some space or use another location"), errors
