@@ -151,8 +151,12 @@ class _LocalVersions:
     self._lock = _take_writer_lock(self.output)
     self.version = new_version_name()
     self.staging = os.path.join(self.output, VERSIONS, self.version)
-    os.makedirs(self.staging)
     self.published = False
+    try:
+      os.makedirs(self.staging)
+    except BaseException:
+      self.close()
+      raise
 
   def publish(self) -> None:
     open(os.path.join(self.staging, READERS_LOCK), "w").close()  # readers hold it shared while they read

@@ -190,7 +190,10 @@ class Checkpoints:
   # -- saving
   def save(self, step: int, state, data_state: dict, val_loss: float | None = None, force: bool = False) -> None:
     metrics = None if val_loss is None else {VAL_LOSS: float(val_loss)}
-    self._join_sealer()  # one sealing at a time; orbax waits for the previous save here anyway
+    if self._pending:  # seal the previous save first, so at most one step (the one in flight) lacks a manifest
+      self._mgr.wait_until_finished()  # orbax's save would wait for it here anyway
+      self.poll()
+    self._join_sealer()
     if self._mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                     data=ocp.args.JsonSave(data_state)),
                       metrics=metrics, force=force):

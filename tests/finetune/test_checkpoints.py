@@ -128,3 +128,13 @@ def test_readers_skip_a_damaged_step_without_moving_it(tmp_path):
   with pytest.raises(checkpoints.CheckpointError, match="step 2: .*does not match its checksum"):
     reader.restore_for_reading("2", checkpoints.abstract_like(STATE))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+
+
+def test_back_to_back_saves_leave_only_the_step_in_flight_unsealed(tmp_path):
+  ckpts = checkpoints.Checkpoints(str(tmp_path), keep=2, async_save=True)
+  for step in (1, 2, 3, 4):
+    ckpts.save(step, _state(step), {"position": step})  # a save every step, no poll in between
+  # As a kill now would find it: step 4 may still be in flight, step 3 is verified (keep=2 holds 3 and 4).
+  assert checkpoints.verify(checkpoints.step_dir(str(tmp_path), 3)) is None
+  ckpts.close()
+  assert checkpoints.verify(checkpoints.step_dir(str(tmp_path), 4)) is None
