@@ -8,7 +8,8 @@
     from pipelines import TARGETS, get_target, HEADLINE_METRIC
 
 Modules: `targets` (the target table), `dag` (the DAG), `steps` (its components: the steps' own from
-`components/<step>/component.py`, plus gate and promote), `gate` + `champion` (promotion), `runtime`
+`components/<step>/component.py`, plus fingerprint, champion, rescore, gate and promote), `gate` +
+`champion` (promotion), `listing` (the dataset listing's fingerprint, convert's cache key), `runtime`
 (kfp-free helpers of the component bodies), `images` (step images pinned to the package version),
 `local`/`synthetic`/`local_demo` (the offline demo), `compile`, `submit`, `kfp_local_fix` (two KFP
 local-runner fixes). Importing this package does not import kfp.

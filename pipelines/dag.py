@@ -1,13 +1,19 @@
-"""The DAG: download -> convert -> finetune -> evaluate (base and tuned) -> gate -> [export -> promote].
+"""The DAG: download -> convert -> finetune -> evaluate (base, tuned, champion) -> gate -> [export -> promote].
 
 One definition for every target; `build_pipeline(target)` only changes where the heavy steps (finetune,
-evaluate) run — see `pipelines.targets` — and which container image the steps use. The steps are their own
-KFP components (`components/<step>/component.py`), bound to that image by `pipelines.steps`.
+evaluate, rescore) run — see `pipelines.targets` — and which container image the steps use. The steps are
+their own KFP components (`components/<step>/component.py`), bound to that image by `pipelines.steps`.
 
-    download ─┬──────────────> evaluate(base) ──┬───────────> gate ──[passed]──> export ──> promote
-    convert ──┴──> finetune ──> evaluate(tuned) <─┘ baseline ──┘                   (champion record)
+    download ────────────────────┬──> evaluate(base) ──┬──────────────> gate ──[passed]──> export ──> promote
+    fingerprint ──> convert ──┬──┴──> finetune ──> evaluate(tuned) <─┘ baseline ──┘  │          (champion record,
+    champion ─────────────────┴──> rescore (champion's model on this split) ──────────┘           if unchanged)
 
-(convert's dataset also feeds both evaluations, so base and tuned are scored on the same split.)
+(convert's dataset feeds all three evaluations, so base, tuned and champion are scored on the same split.)
+
+Caching (docs/PIPELINES.md, "What is cached and why"): `fingerprint` (the dataset listing), `champion`
+(reads the record), `gate`, `export` and `promote` (write outside the pipeline root) never come from the
+cache; convert's cache key holds the listing's fingerprint, so it re-runs when the files change, and every
+step downstream of a new dataset re-runs because its input artifact is new.
 """
 # (No `from __future__ import annotations`: KFP reads the pipeline signature's annotations as types.)
 
@@ -58,33 +64,64 @@ def _place_on_kfp(task, target: Target) -> None:
     kubernetes.add_node_selector(task, "cloud.google.com/gke-tpu-topology", target.tpu_topology)
 
 
-def gate_and_promote(ops, *, task, base_evaluation, tuned_evaluation, tuned_model, champion_uri, export_uri,
-                     min_metric, min_improvement, export_format, export_dtype, register, base_model,
+def _uncached(task):
+  """A step whose result depends on state outside its inputs (the dataset prefix's listing, the champion
+  record) or that changes such state: never served from the cache (submit keeps this compiled setting)."""
+  return task.set_caching_options(False)
+
+
+def todays_dataset(ops, *, dataset_uri, dataset_format, task, classes, splits, seed, light=lambda task, step: task):
+  """fingerprint (uncached: lists the prefix) -> convert (cached by that fingerprint). Returns convert."""
+  listing = _uncached(ops.fingerprint(dataset_uri=dataset_uri))
+  listing.set_display_name("list dataset files")
+  convert = light(ops.convert(input_uri=dataset_uri, data_format=dataset_format, task=task, classes=classes,
+                              splits=splits, seed=seed, source_fingerprint=listing.output), "convert")
+  convert.set_display_name("convert dataset")
+  return convert
+
+
+def champion_to_beat(ops, rescore_op, *, task, champion_uri, export_uri, rebaseline, evaluation,
+                     heavy=lambda task: task):
+  """champion (uncached: reads the record) -> rescore: its model on this run's split, with `evaluation`, the
+  settings the base and tuned models are evaluated with. Returns (champion task, rescore task)."""
+  current = _uncached(ops.champion(task=task, champion_uri=champion_uri, export_uri=export_uri,
+                                   rebaseline=rebaseline))
+  current.set_display_name("read champion record")
+  rescored = heavy(rescore_op(model_uri=current.outputs["model_uri"], **evaluation))
+  rescored.set_display_name("evaluate champion on this split")
+  return current, rescored
+
+
+def gate_and_promote(ops, *, task, base_evaluation, tuned_evaluation, champion, champion_evaluation, tuned_model,
+                     export_uri, min_metric, min_improvement, export_format, export_dtype, register, base_model,
                      dataset_uri, light=lambda task, step: task):
-  """gate -> [passed] export -> record champion. Returns the gate task (its `decision` says why)."""
-  decision = ops.gate(task=task, base_evaluation=base_evaluation, tuned_evaluation=tuned_evaluation,
-                      champion_uri=champion_uri, export_uri=export_uri, min_metric=min_metric,
-                      min_improvement=min_improvement)
+  """gate -> [passed] export -> record champion. Returns the gate task (its `decision` says why).
+
+  `champion` is the champion step's JSON (record, location, generation), `champion_evaluation` the rescore
+  step's evaluation (the champion on this run's split, and which split that is)."""
+  decision = _uncached(ops.gate(task=task, base_evaluation=base_evaluation, tuned_evaluation=tuned_evaluation,
+                                champion_evaluation=champion_evaluation, champion=champion,
+                                min_metric=min_metric, min_improvement=min_improvement))
   decision.set_display_name("gate: beats the champion?")
   with dsl.If(decision.outputs["passed"] == True, name="promoted"):  # noqa: E712 (a KFP condition)
-    exported = light(ops.export(model=tuned_model, evaluation=tuned_evaluation, export_uri=export_uri,
-                                export_format=export_format, dtype=export_dtype, register=register,
-                                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export")
+    exported = _uncached(light(ops.export(model=tuned_model, evaluation=tuned_evaluation, export_uri=export_uri,
+                                          export_format=export_format, dtype=export_dtype, register=register,
+                                          run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "export"))
     exported.set_display_name("export")
-    ops.promote(exported=exported.outputs["exported"], decision=decision.outputs["decision"],
-                champion_uri=champion_uri, export_uri=export_uri, task=task,
-                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, base_model=base_model,
-                dataset_uri=dataset_uri).set_display_name("record champion")
+    _uncached(ops.promote(exported=exported.outputs["exported"], decision=decision.outputs["decision"], task=task,
+                          run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, base_model=base_model,
+                          dataset_uri=dataset_uri)).set_display_name("record champion")
   return decision
 
 
 def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
   """The pipeline function for target `where`, its steps in `registry`'s image of the target's flavor."""
   ops = steps.make_components(images.image_uri(where.image_flavor, registry))
-  finetune_op, evaluate_op = ops.finetune, ops.evaluate
+  finetune_op, evaluate_op, rescore_op = ops.finetune, ops.evaluate, ops.rescore
   if where.platform == "vertex":
     finetune_op = _vertex_custom_job(ops.finetune, where)
     evaluate_op = _vertex_custom_job(ops.evaluate, where.single_host())
+    rescore_op = _vertex_custom_job(ops.rescore, where.single_host())
 
   def heavy(task):
     if where.platform == "kfp":
@@ -128,6 +165,7 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       champion_uri: str = "",
       min_metric: float = 0.0,
       min_improvement: float = 0.0,
+      rebaseline: bool = False,
       export_uri: str = "",
       export_format: str = "npz",
       export_dtype: str = "",
@@ -142,9 +180,8 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       kubernetes.use_secret_as_env(download, secret_name=CREDENTIALS_SECRET, optional=True,
                                    secret_key_to_env={name: name for name in CREDENTIAL_ENV})
     download.set_display_name("download weights")
-    convert = light(ops.convert(input_uri=dataset_uri, data_format=dataset_format, task=task,
-                                classes=classes, splits=splits, seed=seed), "convert")
-    convert.set_display_name("convert dataset")
+    convert = todays_dataset(ops, dataset_uri=dataset_uri, dataset_format=dataset_format, task=task,
+                             classes=classes, splits=splits, seed=seed, light=light)
 
     finetune = heavy(finetune_op(
         base_model=download.outputs["model_dir"], dataset=convert.outputs["dataset"], config=finetune_config,
@@ -162,13 +199,17 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
     tuned_eval = heavy(evaluate_op(model=finetune.outputs["tuned_model"], baseline=base_eval.outputs["evaluation"],
                                    **evaluation))
     tuned_eval.set_display_name("evaluate tuned model")
+    current, champion_eval = champion_to_beat(ops, rescore_op, task=task, champion_uri=champion_uri,
+                                              export_uri=export_uri, rebaseline=rebaseline, evaluation=evaluation,
+                                              heavy=heavy)
 
     decision = gate_and_promote(
         ops, task=task, base_evaluation=base_eval.outputs["evaluation"],
-        tuned_evaluation=tuned_eval.outputs["evaluation"], tuned_model=finetune.outputs["tuned_model"],
-        champion_uri=champion_uri, export_uri=export_uri, min_metric=min_metric,
-        min_improvement=min_improvement, export_format=export_format, export_dtype=export_dtype,
-        register=register, base_model=model, dataset_uri=dataset_uri, light=light)
+        tuned_evaluation=tuned_eval.outputs["evaluation"], champion=current.outputs["champion"],
+        champion_evaluation=champion_eval.outputs["evaluation"], tuned_model=finetune.outputs["tuned_model"],
+        export_uri=export_uri, min_metric=min_metric, min_improvement=min_improvement,
+        export_format=export_format, export_dtype=export_dtype, register=register, base_model=model,
+        dataset_uri=dataset_uri, light=light)
     return decision.outputs["decision"]
 
   return paligemma_finetune

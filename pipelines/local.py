@@ -52,6 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--export-format", default="npz", choices=("npz", "hf"))
   p.add_argument("--champion", default="", help="champion record to beat (default OUTPUT/models/champion.json)")
   p.add_argument("--min-metric", type=float, default=0.0, help="the tuned model must reach this headline metric")
+  p.add_argument("--min-improvement", type=float, default=0.0,
+                 help="the tuned model must beat the champion (or base model) by more than this")
+  p.add_argument("--rebaseline", action="store_true", help="compare with the base model and replace a champion "
+                 "record of another task or metric if the tuned model passes")
   args = p.parse_args(argv)
   if args.model and not args.dataset:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
@@ -97,7 +101,8 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
                    batch_size=args.batch, lr=args.lr, text_len=args.text_len,
                    finetune_overrides=arguments.get("finetune_overrides", []) + args.set,
                    export_uri=os.path.join(output, "models"), export_format=args.export_format,
-                   champion_uri=args.champion, min_metric=args.min_metric)
+                   champion_uri=args.champion, min_metric=args.min_metric,
+                   min_improvement=args.min_improvement, rebaseline=args.rebaseline)
   if args.eval_limit:
     arguments["eval_limit"] = args.eval_limit
   if args.max_decode_len:
@@ -129,7 +134,7 @@ def run(arguments: dict, output: str) -> dict:
   summary = {
       "base": decision["base_metrics"], "tuned": decision["tuned_metrics"],
       "gate": {k: decision[k] for k in ("passed", "metric", "tuned", "base", "reference_name", "reference",
-                                        "reason")},
+                                        "champion_rescored", "champion_stored", "split", "reason")},
       "report": decision["tuned_report"],
       "exported_model": record["model_uri"] if record else None,
       "champion_record": decision["champion_uri"] if record else None,

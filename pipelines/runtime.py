@@ -45,3 +45,29 @@ def export_location(export_uri: str, run_id: str, fallback: str) -> str:
 
 def report_path(evaluation_dir: str) -> str:
   return os.path.join(evaluation_dir, "report.html")
+
+
+SPLIT_INFO = "split.json"
+
+
+def split_info(dataset_dir: str, split: str) -> dict:
+  """Which split an evaluation scored: name, membership fingerprint and size, from convert's report.json
+  (fingerprint None for a dataset converted before reports had them)."""
+  with open(os.path.join(dataset_dir, "report.json")) as f:
+    report = json.load(f)
+  return {"name": split, "fingerprint": report.get("split_fingerprints", {}).get(split),
+          "examples": report["counts"].get(split), "dataset": report.get("input")}
+
+
+def write_split_info(evaluation_dir: str, info: dict) -> None:
+  os.makedirs(evaluation_dir, exist_ok=True)
+  with open(os.path.join(evaluation_dir, SPLIT_INFO), "w") as f:
+    json.dump(info, f, indent=2)
+
+
+def read_split_info(evaluation_dir: str) -> dict | None:
+  path = os.path.join(evaluation_dir, SPLIT_INFO)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

@@ -9,6 +9,10 @@
 Vertex targets go through `aiplatform.PipelineJob` (`submit` / `create_schedule`), KFP targets through
 `kfp.Client` (`create_run_from_pipeline_package` / `create_recurring_run`). Credentials come from the
 environment (application-default credentials, the KFP client's own auth), never from `--param`.
+
+Caching: the requests leave each task's compiled caching setting alone (`enable_caching` unset), so the
+steps that read the dataset prefix or the champion record stay uncached (pipelines/dag.py); both SDKs would
+otherwise apply one value to every task. `--no-caching` turns caching off for every task.
 """
 from __future__ import annotations
 
@@ -130,7 +134,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--display-name", default=PIPELINE_NAME)
   p.add_argument("--kfp-host", help="KFP API endpoint (KFP targets)")
   p.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment")
-  p.add_argument("--no-caching", dest="caching", action="store_false")
+  p.add_argument("--no-caching", dest="caching", action="store_const", const=False, default=None,
+                 help="run every step afresh (default: each step's compiled setting; see docs/PIPELINES.md)")
   p.add_argument("--dry-run", action="store_true", help="print the request and exit without sending it")
   p.add_argument("--keep-yaml", help="also write the compiled pipeline here")
   args = p.parse_args(argv)

@@ -99,3 +99,61 @@ def make_random_model(out_dir: str, name: str = "demo-v2", seed: int = 0) -> str
   with open(os.path.join(out_dir, "model.json"), "w") as f:
     json.dump({**model_cfg, "name": name, "checkpoint": checkpoint}, f, indent=2)
   return os.path.join(out_dir, checkpoint)
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+# Instance masks for the segmentation demo and for fitting its mask codec: rectangles, ellipses and
+# triangles of random aspect (a triangle's apex anywhere along its top edge), later shapes occluding
+# earlier ones, so the visible masks (and their 64×64 crops, what the codec encodes) vary in shape.
+SEGMENT_CLASSES = ("ellipse", "rectangle", "triangle")
+_SEGMENT_COLORS = {"ellipse": (220, 60, 60), "rectangle": (60, 170, 60), "triangle": (60, 90, 220)}
+
+
+def _draw_instance(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], apex: float,
+                   fill) -> None:
+  """`_draw`'s shapes in a box of any aspect; a triangle's apex at `apex` (0..1) along the top edge."""
+  if shape == "triangle":
+    x0, y0, x1, y1 = box
+    draw.polygon([(x0 + apex * (x1 - x0), y0), (x1, y1), (x0, y1)], fill=fill)
+  else:
+    _draw(draw, {"ellipse": "circle", "rectangle": "square"}[shape], box, fill)
+
+
+def segmentation_image(rng: np.random.Generator, size: int, classes: tuple[str, ...] = SEGMENT_CLASSES,
+                       max_objects: int = 3) -> tuple[Image.Image, list[tuple[str, np.ndarray]]]:
+  """One image (size × size, noisy background) and its objects [(class, visible mask bool [size, size])].
+
+  1..max_objects shapes, each a quarter to two thirds of the image on a side (aspect free), drawn in turn
+  so later ones occlude earlier ones; an object left with under a fifth of its area visible is dropped
+  (it would be a sliver no annotator draws). Objects are listed left to right by their mask's box."""
+  background = rng.integers(90, 170, size=3)
+  pixels = np.clip(background + rng.normal(0, 12, size=(size, size, 3)), 0, 255).astype(np.uint8)
+  image = Image.fromarray(pixels)
+  draw = ImageDraw.Draw(image)
+  objects = []  # (class, visible mask, pixels as drawn)
+  for _ in range(int(rng.integers(1, max_objects + 1))):
+    h, w = (int(v) for v in rng.integers(max(size // 4, 2), max(2 * size // 3, 3) + 1, size=2))
+    x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+    shape, apex = classes[int(rng.integers(len(classes)))], float(rng.uniform())
+    box = (x, y, x + w - 1, y + h - 1)
+    color = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SEGMENT_COLORS.get(shape, (200, 200, 60)))
+    _draw_instance(draw, shape, box, apex, color)
+    canvas = Image.new("1", (size, size))
+    _draw_instance(ImageDraw.Draw(canvas), shape, box, apex, 1)
+    drawn = np.asarray(canvas, bool)
+    objects = [(c, m & ~drawn, n) for c, m, n in objects] + [(shape, drawn, int(drawn.sum()))]
+  kept = [(c, m) for c, m, n in objects if m.sum() >= 0.2 * n]
+  return image, sorted(kept, key=lambda o: int(np.flatnonzero(o[1].any(axis=0))[0]))
+
+
+def segmentation_masks64(count: int, *, seed: int = 0, image_size: int = 96) -> np.ndarray:
+  """float32[count, 64, 64]: the crops the mask codec encodes (each object cropped to its box and resized
+  as big_vision's op does), of the objects `segmentation_image` draws; for fitting the demo's codec."""
+  from components.paligemma import segmentation  # jax-free at import of this module
+
+  rng = np.random.default_rng(seed)
+  crops = []
+  while len(crops) < count:
+    _, objects = segmentation_image(rng, image_size)
+    crops += [segmentation.crop_resize_mask(m, segmentation.mask_box(m)) for _, m in objects]
+  return np.stack(crops[:count])

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "boxes of other classes are dropped. Default: the dataset's classes")
   p.add_argument("--splits", default="train=0.8,valid=0.1,test=0.1",
                  help="fractions for sources without splits (splits in the source are kept)")
-  p.add_argument("--seed", type=int, default=0, help="seed of the split shuffle")
+  p.add_argument("--seed", type=int, default=0, help="seed of the split hash (changing it re-deals the splits)")
   p.add_argument("--strict", action="store_true", help="fail on any rejected row instead of reporting it")
   p.add_argument("--workers", type=int, default=0, help="worker processes (default: one per CPU core)")
   p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,

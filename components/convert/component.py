@@ -3,6 +3,9 @@
 `convert_dataset` writes the dataset directory to its `dataset` output artifact (gs:// directly on Vertex
 AI, the local path KFP uploads for minio:// or s3:// roots, a local folder on the local runner:
 `components.common.artifacts.location`), so the finetune and evaluate steps receive it with lineage.
+`source_fingerprint` is not read by the conversion: the pipeline passes the fingerprint of the input's current
+listing (pipelines/listing.py), which makes it part of this task's cache key — a run whose files changed is
+never served a conversion cached from before they changed.
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
 
@@ -14,7 +17,8 @@ from pipelines.images import image_uri
 
 def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Output[Dataset], classes: str = "",
                      splits: str = "train=0.8,valid=0.1,test=0.1", seed: int = 0, strict: bool = False,
-                     workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128) -> str:
+                     workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128,
+                     source_fingerprint: str = "") -> str:
   """Labelled images (paligemma-jsonl, coco, yolo, voc, hf, csv) -> a PaliGemma dataset directory."""
   import json
 
@@ -26,7 +30,8 @@ def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Outpu
                        text_len=text_len)
   summary = json.loads(report)
   dataset.metadata.update({"source": input_uri, "format": data_format, "task": task, "counts": summary["counts"],
-                           "rejected": len(summary["rejected"]), "repaired": len(summary["repaired"])})
+                           "rejected": len(summary["rejected"]), "repaired": len(summary["repaired"]),
+                           "split_fingerprints": summary["split_fingerprints"], "source_fingerprint": source_fingerprint})
   return report
 
 

@@ -1,10 +1,10 @@
 """The convert step: read a labelled dataset, clean every image in parallel, write a dataset directory.
 
 Reads: the format's reader (`readers/`) -> rows. Cleans: one worker task per image (`worker.py`). Splits:
-splits the source has are kept; rows without one are split by `splits` with `seed`, per image (so rows of
-one image never straddle splits). Writes (into a new version of the output, published as one unit by
-`storage.open_output(...).publish()`): `{train,valid,test}.jsonl`, `images/`, `records/` (records.py) and
-`report.json`.
+splits the source has are kept; rows without one go where a hash of their image's stable key (`source_image`)
+and `seed` sends them (`splits.py`: adding images never moves one already there). Writes (into a new version
+of the output, published as one unit by `storage.open_output(...).publish()`): `{train,valid,test}.jsonl`,
+`images/`, `records/` (records.py) and `report.json`.
 """
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ import logging
 import multiprocessing
 import os
 import posixpath
-import random
 import shutil
 import tempfile
 
 from tqdm import tqdm
 
-from components.convert import records, report as report_lib, storage
+from components.convert import records, report as report_lib, splits, storage
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.locations import check_class_name, detect_prefix
 from components.convert.readers import FORMATS, READERS
@@ -100,12 +99,15 @@ def convert(cfg: ConvertConfig) -> dict:
     _fail_if_strict(cfg, issues)
     if not examples:
       raise ConversionError(_no_rows_message(cfg, issues))
-    by_split = _assign_splits(examples, cfg.splits, cfg.seed)
+    by_split, split_rule = _assign_splits(examples, cfg.splits, cfg.seed)
+    warnings = _empty_split_warnings(by_split, cfg.splits, split_rule)
+    for warning in warnings:
+      log.warning("%s", warning)
     for split in SPLITS:
       _write_jsonl(os.path.join(staging, f"{split}.jsonl"), by_split[split])
       records.write_shards(staging, split, (_record(staging, e) for e in by_split[split]), len(by_split[split]),
                            cfg.examples_per_shard)
-    report = report_lib.build(cfg, by_split, classes, issues)
+    report = report_lib.build(cfg, by_split, classes, issues, split_rule, warnings)
     with open(os.path.join(staging, "report.json"), "w", encoding="utf-8") as f:
       json.dump(report, f, indent=1, ensure_ascii=False)
     output.publish()
@@ -217,7 +219,7 @@ def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> 
       notes = result.image_notes + row_result.repairs
       if notes:
         issues.append(Issue(row.file, row.row, "; ".join(notes), action="repaired", image=task.image))
-      example = {"image": task.out_image, "prefix": prefix if prefix is not None else row.prefix,
+      example = {"image": task.out_image, "source_image": splits.source_key(task.image), "prefix": prefix if prefix is not None else row.prefix,
                  "suffix": row_result.suffix if row.objects is not None else row.suffix,
                  "id": f"{posixpath.splitext(task.out_image)[0][len('images/'):]}:{k}",
                  "width": result.width, "height": result.height}
@@ -227,24 +229,31 @@ def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> 
   return examples, issues
 
 
-def _assign_splits(examples: list[tuple[dict, str | None]], fractions, seed: int) -> dict[str, list[dict]]:
-  """Keeps the source's splits; splits the rest per image by `fractions` with a seeded shuffle."""
-  groups = sorted({e["image"] for e, split in examples if split is None})
-  random.Random(seed).shuffle(groups)
-  total = sum(f for _, f in fractions)
-  exact = [(name, len(groups) * f / total) for name, f in fractions]
-  counts = {name: int(x) for name, x in exact}
-  # Largest remainder: the rounding never loses or invents an image.
-  for name, _ in sorted(exact, key=lambda t: t[1] - int(t[1]), reverse=True)[:len(groups) - sum(counts.values())]:
-    counts[name] += 1
-  assigned, start = {}, 0
-  for name, _ in fractions:
-    assigned.update({g: name for g in groups[start:start + counts[name]]})
-    start += counts[name]
+def _assign_splits(examples: list[tuple[dict, str | None]], fractions, seed: int) -> tuple[dict[str, list[dict]], dict]:
+  """Keeps the source's splits; every other example goes where its image's key hashes (`splits.hash_split`).
+  Returns the examples by split and report.json's `split_rule`."""
   by_split = {s: [] for s in SPLITS}
+  hashed = 0
   for e, split in examples:
-    by_split[split or assigned[e["image"]]].append(e)
-  return by_split
+    if split is None:
+      split = splits.hash_split(e["source_image"], seed, fractions)
+      hashed += 1
+    by_split[split].append(e)
+  return by_split, splits.rule(seed, fractions, len(examples) - hashed, hashed)
+
+
+def _empty_split_warnings(by_split: dict[str, list[dict]], fractions, split_rule: dict) -> list[str]:
+  """A split asked for (fraction > 0) that the hash left empty. A seeded shuffle dealt exact counts, so a
+  handful of images still filled every split; a hash cannot without moving images later (each image is
+  placed on its own), so a small dataset can leave a split empty: say so, and what to do."""
+  if split_rule["kind"] == "source":
+    return []
+  total = sum(f for _, f in fractions)
+  images = len({e["source_image"] for examples in by_split.values() for e in examples})
+  return [f"split {name!r} is empty: none of the images without a source split hashed into it (fraction "
+          f"{f / total:.2f} of {images} images); steps that read it (evaluate --split {name}) will fail. Add "
+          f"images, give the split in the source (a {name}/ folder or a split column), or try another --seed"
+          for name, f in fractions if f > 0 and not by_split[name]]
 
 
 def _write_jsonl(path: str, examples: list[dict]) -> None:

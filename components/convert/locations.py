@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-NUM_BINS = 1024
+from components.common.locations import NUM_BINS, to_bins  # noqa: F401 (the one rule; re-exported)
+
 _LOC_OBJECT_RE = re.compile(r"<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>\s*([^;<]*)")
 OBJECT_SEPARATOR = " ; "
 
@@ -41,11 +42,6 @@ def task_prefix(task: str, question: str | None = None) -> str:
   if task == "vqa":
     return f"answer en {question}"
   raise ValueError(f"no fixed prompt for task {task!r}")
-
-
-def to_bins(values: np.ndarray) -> np.ndarray:
-  """Normalised coordinates in [0, 1] -> int bins in [0, 1023] (big_vision: round(v * 1023), clipped)."""
-  return np.clip(np.round(np.asarray(values, np.float64) * (NUM_BINS - 1)), 0, NUM_BINS - 1).astype(np.int64)
 
 
 def boxes_to_loc_text(boxes_xyxy: np.ndarray | Sequence, labels: Sequence[str], width: float, height: float) -> str:

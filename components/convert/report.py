@@ -1,20 +1,26 @@
-"""`report.json`: counts per split and class, token lengths against `text_len`, every rejected/repaired row."""
+"""`report.json`: counts per split and class, how the splits were made and a fingerprint of each, token lengths
+against `text_len`, every rejected/repaired row, and warnings."""
 from __future__ import annotations
 
 import collections
 
 import numpy as np
 
+from components.convert import splits as splits_lib
 from components.convert.rows import SPLITS, Issue
 
 _MEASURE_LEN = 8192  # long enough that nothing is cut while we count tokens
 
 
-def build(cfg, by_split: dict[str, list[dict]], classes: list[str] | None, issues: list[Issue]) -> dict:
+def build(cfg, by_split: dict[str, list[dict]], classes: list[str] | None, issues: list[Issue], split_rule: dict,
+          warnings: list[str]) -> dict:
   report = {
       "input": cfg.input, "format": cfg.format, "task": cfg.task,
       "counts": {s: len(by_split[s]) for s in SPLITS},
       "splits": {s: {"examples": len(by_split[s]), "images": len({e["image"] for e in by_split[s]})} for s in SPLITS},
+      "split_rule": split_rule,
+      "split_fingerprints": {s: splits_lib.fingerprint(by_split[s]) for s in SPLITS},
+      "warnings": warnings,
       "rejected": [i.to_json() for i in issues if i.action == "rejected"],
       "repaired": [i.to_json() for i in issues if i.action == "repaired"],
   }

@@ -4,6 +4,12 @@
     model_cfg = paligemma.configs.model_config("paligemma2-3b-pt-224")
     model = paligemma.Model(**model_cfg)
     tokens = paligemma.decode(model, params, batch, max_decode_len=32)
+
+The mask codec (`<segNNN>` tokens, big_vision's VQ-VAE) and the segmentation text:
+
+    vqvae = paligemma.load_vqvae("vae-oid.npz")                 # or init_vqvae(seed), fit_vqvae(masks64)
+    suffix = paligemma.mask_to_suffix(mask, box, vqvae, "cat")  # "<loc…>×4<seg…>×16 cat"
+    parsed = paligemma.suffix_to_masks(answer, height, width, vqvae)  # .objects (masks), .malformed
 """
 from components.paligemma import configs
 from components.paligemma.decode import decode, decode_uncached, parse_sampler
@@ -11,3 +17,8 @@ from components.paligemma.model import Model, make_attn_mask
 from components.paligemma.checkpoint import CheckpointError, flatten_params, load, save, unflatten_params
 from components.paligemma.tokenizer import Tokenizer, train_small_tokenizer
 from components.paligemma.hf import from_hf, to_hf
+from components.paligemma import segmentation, vqvae
+from components.paligemma.vqvae import decode_masks, encode_masks, init_vqvae, load_vqvae, save_vqvae
+from components.paligemma.segmentation import (MalformedSegment, ParsedSegmentation, SegObject, mask_to_suffix,
+                                               masks_to_suffix, parse_segments, suffix_to_masks)
+from components.paligemma.vqvae_fit import fit_vqvae

@@ -164,6 +164,8 @@ def test_detection_source_converts_exactly(tmp_path, imgs, fmt):
         bins = np.array([expected["width"], expected["height"]] * 2) / 1023
         for a, b in zip(row.pop("objects"), expected.pop("objects"), strict=True):
           assert a["label"] == b["label"] and np.all(np.abs(np.array(a["box"]) - b["box"]) <= bins / 2 + 1e-3)
+      source_image = row.pop("source_image")  # the path in the source, relative to its root
+      assert source_image.rsplit("/", 1)[-1] == name and not source_image.startswith(("/", "..")), source_image
       assert {k: v for k, v in row.items() if k != "id"} == expected, name
 
   rejected = {(r["file"], r["row"]): r for r in report["rejected"]}

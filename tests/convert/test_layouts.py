@@ -40,9 +40,10 @@ def test_yolo_flat_layout_with_classes_txt_is_split_by_seed(tmp_path, imgs):
     if i % 2:
       (root / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
   (root / "classes.txt").write_text("thing\n")
-  _convert(tmp_path, root, "yolo", seed=1)
+  report = _convert(tmp_path, root, "yolo", seed=1)
   by_split = _images_by_split(imgs, tmp_path / "out")
-  assert [len(by_split[s]) for s in ("train", "valid", "test")] == [8, 1, 1]
+  assert sorted(sum(by_split.values(), [])) == sorted(f"images/images/{i}.jpg" for i in range(10))
+  assert report["split_rule"]["kind"] == "hash" and report["split_rule"]["seed"] == 1
   rows = [r for s in imgs.read_output(tmp_path / "out").values() for r in s]
   assert sorted(r["suffix"] == "" for r in rows) == [False] * 5 + [True] * 5  # images without labels are kept
 

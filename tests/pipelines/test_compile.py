@@ -15,7 +15,7 @@ SECRETS = {
     "HF_TOKEN": "hf_tok_2b8d41e6aa",
     "GOOGLE_APPLICATION_CREDENTIALS": "/secrets/adc-6a0f91.json",
 }
-HEAVY = ("finetune", "evaluate", "evaluate-2")
+HEAVY = ("finetune", "evaluate", "evaluate-2", "rescore")  # rescore: the champion's model on this run's split
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_every_target_parses_as_pipeline_spec(compiled):
   for name, (_, spec, platform) in compiled.items():
     message = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
     assert message.pipeline_info.name == "paligemma-finetune", name
-    assert {"download", "convert", "finetune", "evaluate", "evaluate-2", "gate", "condition-1"} <= \
-        set(message.root.dag.tasks), name
+    assert {"fingerprint", "download", "convert", "finetune", "evaluate", "evaluate-2", "champion", "rescore", "gate",
+            "condition-1"} <= set(message.root.dag.tasks), name
     if platform is not None:
       json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
 
@@ -61,7 +61,7 @@ def test_pipeline_parameters(compiled):
   _, spec, _ = compiled["vertex-tpu-v5e-8"]
   params = spec["root"]["inputDefinitions"]["parameters"]
   for name in ("model", "dataset_uri", "dataset_format", "task", "trainable", "total_steps", "epochs",
-               "batch_size", "lr", "target", "champion_uri", "export_uri"):
+               "batch_size", "lr", "target", "champion_uri", "export_uri", "rebaseline"):
     assert name in params
   assert params["target"]["defaultValue"] == "vertex-tpu-v5e-8"
   assert not params["dataset_uri"].get("isOptional")
@@ -229,3 +229,45 @@ def test_dag_passes_the_pipeline_parameters_to_the_step_inputs(compiled):
   assert export["parameters"]["export_uri"]["componentInputParameter"] == "pipelinechannel--export_uri"
   assert export["artifacts"] == {"model": {"componentInputArtifact": "pipelinechannel--finetune-tuned_model"},
                                  "evaluation": {"componentInputArtifact": "pipelinechannel--evaluate-2-evaluation"}}
+
+
+def tasks_of(spec: dict) -> dict:
+  """Every task of the DAG, the ones inside the gate's condition included."""
+  return {**spec["root"]["dag"]["tasks"], **spec["components"]["comp-condition-1"]["dag"]["tasks"]}
+
+
+def test_steps_reading_outside_state_are_never_cached_and_convert_is_keyed_by_the_listing(compiled):
+  """A cached convert would serve yesterday's dataset to a run whose prefix has new files: its cache key holds
+  the fingerprint of the prefix's listing, computed by an uncached first step. The steps that read or write
+  the champion record (and export, which writes outside the pipeline root) never come from the cache; the
+  evaluations and finetune stay cacheable (their input artifacts change when the dataset does)."""
+  for name, (_, spec, _) in compiled.items():
+    tasks = tasks_of(spec)
+    caching = {task: tasks[task].get("cachingOptions", {}).get("enableCache", False) for task in tasks
+               if task != "condition-1"}
+    assert caching == {"fingerprint": False, "convert": True, "download": True, "finetune": True,
+                       "evaluate": True, "evaluate-2": True, "champion": False, "rescore": True, "gate": False,
+                       "export": False, "promote": False}, name
+    source = tasks["convert"]["inputs"]["parameters"]["source_fingerprint"]["taskOutputParameter"]
+    assert source == {"producerTask": "fingerprint", "outputParameterKey": "Output"}, name
+    assert tasks["fingerprint"]["inputs"]["parameters"]["dataset_uri"]["componentInputParameter"] == "dataset_uri"
+
+
+def test_the_champion_is_rescored_on_the_same_split_with_the_same_settings(compiled):
+  """The rescore task gets convert's dataset and exactly the evaluate tasks' settings, and the model URI the
+  champion step read; the gate gets its evaluation and the champion step's record."""
+  _, spec, _ = compiled["local"]
+  tasks = spec["root"]["dag"]["tasks"]
+  rescore, tuned = tasks["rescore"]["inputs"], tasks["evaluate-2"]["inputs"]
+  assert rescore["artifacts"]["dataset"] == tuned["artifacts"]["dataset"] == {
+      "taskOutputArtifact": {"producerTask": "convert", "outputArtifactKey": "dataset"}}
+  shared = {k: v for k, v in tuned["parameters"].items() if k != "model"}
+  assert {k: rescore["parameters"][k] for k in shared} == shared
+  assert rescore["parameters"]["model_uri"]["taskOutputParameter"] == {"producerTask": "champion",
+                                                                       "outputParameterKey": "model_uri"}
+  gate = tasks["gate"]["inputs"]
+  assert gate["artifacts"]["champion_evaluation"]["taskOutputArtifact"] == {"producerTask": "rescore",
+                                                                            "outputArtifactKey": "evaluation"}
+  assert gate["parameters"]["champion"]["taskOutputParameter"] == {"producerTask": "champion",
+                                                                   "outputParameterKey": "champion"}
+  assert tasks["champion"]["inputs"]["parameters"]["rebaseline"]["componentInputParameter"] == "rebaseline"

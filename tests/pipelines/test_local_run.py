@@ -1,10 +1,12 @@
 """The real DAG, every step, under the KFP local runner on CPU (tiny settings: the mechanics, not accuracy).
 
 1. The compiled `local` YAML, loaded back with `kfp.components.load_component_from_file`, completes under a
-   `minio://` pipeline root (every step reads and writes the local path KFP gives for it); with a champion
-   it cannot beat, the gate stops it before export and says why.
-2. `python -m pipelines.local` end to end: with a weak champion the gate passes, the model is exported
-   and becomes the champion, and summary.json says so.
+   `minio://` pipeline root (every step reads and writes the local path KFP gives for it). The
+   champion was promoted "yesterday" on a smaller dataset; today's run re-scores it on today's grown
+   validation split, and with a margin no model can clear the gate stops the run before export and says why,
+   with every score and the split they came from.
+2. `python -m pipelines.local` end to end: with no champion yet and any improvement accepted the gate
+   passes, the model is exported and becomes the champion (with today's split), and summary.json says so.
 """
 import json
 import os
@@ -16,13 +18,6 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::FutureWarning")]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(total_steps=2, batch_size=8, eval_limit=4)  # batch: a multiple of the 8 test devices
-
-
-def write_champion(path, value):
-  record = {"model_uri": "gs://acme-models/run-0", "metric": "map50", "value": value, "run_id": "run-0",
-            "date": "2026-11-01T00:00:00+00:00"}
-  path.write_text(json.dumps(record))
-  return record
 
 
 @pytest.fixture
@@ -57,58 +52,87 @@ def minio_root(tmp_path, monkeypatch):
   return root, mount / "mlpipeline"
 
 
-def test_compiled_local_yaml_runs_under_the_local_runner_with_a_minio_root(tmp_path, minio_root):
+def test_compiled_local_yaml_runs_under_the_local_runner_with_a_minio_root(tmp_path, grow_valid_split, minio_root):
   import kfp.components
   import kfp.local
 
+  from components.convert import ConvertConfig, convert
   from pipelines import kfp_local_fix
   from pipelines.compile import compile_pipeline
   from pipelines.local import prepare_demo
 
-  root, mount = minio_root
   package = compile_pipeline("local", str(tmp_path / "pipeline.yaml"))
   pipeline = kfp.components.load_component_from_file(package)
   arguments = prepare_demo(str(tmp_path / "inputs"), train_images=8, valid_images=4)
+  # Yesterday: the champion (the demo's model directory) was promoted on the data as it was then.
+  yesterday = convert(ConvertConfig(input=arguments["dataset_uri"], format="coco", task="detect",
+                                    output=str(tmp_path / "yesterday"), workers=1, progress=False))
   (tmp_path / "models").mkdir()
-  record = write_champion(tmp_path / "models" / "champion.json", 1.01)  # no mAP can beat it
+  record = {"model_uri": os.path.dirname(arguments["model_source"]), "metric": "map50", "value": 0.93,
+            "task": "detect", "run_id": "run-0", "date": "2026-11-01T00:00:00+00:00",
+            "split": {"name": "valid", "fingerprint": yesterday["split_fingerprints"]["valid"], "examples": 4}}
+  (tmp_path / "models" / "champion.json").write_text(json.dumps(record))
+  added = grow_valid_split(arguments["dataset_uri"], 2)  # today: two more labelled validation images
 
+  root, mount = minio_root
   kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
   kfp_local_fix.install()
-  task = pipeline(**{**arguments, **TINY, "export_uri": str(tmp_path / "models")})
+  task = pipeline(**{**arguments, **TINY, "eval_limit": 0, "export_uri": str(tmp_path / "models"),
+                     "min_improvement": 1.0})  # no mAP beats anything by more than 1
 
   with open(task.output.path) as f:
     decision = json.load(f)
-  assert decision["passed"] is False and decision["reference_name"] == "champion"
-  assert "does not beat the champion's 1.0100" in decision["reason"]
+  # Every step read and wrote its artifacts where KFP's launcher would upload them from: the minio mount.
+  run_dir = mount / os.listdir(mount)[0]
+  with open(run_dir / "convert" / "dataset" / "report.json") as f:
+    today = json.load(f)
+  assert today["counts"]["valid"] == 6 and today["split_fingerprints"]["valid"] != record["split"]["fingerprint"]
+
+  # The champion was re-scored on today's split, with today's new images, by the evaluate core.
+  with open(run_dir / "rescore" / "evaluation" / "predictions.jsonl") as f:
+    scored = {json.loads(line)["image"] for line in f}
+  assert len(scored) == 6 and {f"images/{os.path.splitext(a)[0]}.jpg" for a in added} <= scored  # written as JPEG
+  rescored = decision["champion_metrics"]["map50"]
+  assert decision["champion_rescored"] == rescored and decision["champion_stored"] == 0.93
+  # The champion is the base model's own weights: same split, same settings, so exactly the base's score.
+  assert rescored == decision["base"]
+  assert decision["passed"] is False and decision["reference_name"] == "champion" and decision["reference"] == rescored
+  assert f"does not beat the champion's {rescored:.4f} by more than 1.0000 on this run's valid split" in \
+      decision["reason"]
+  markdown = (run_dir / "gate" / "explanation").read_text()
+  for text in (f"| tuned | {decision['tuned']:.4f} | this run's split |",
+               f"| base | {decision['base']:.4f} | this run's split |",
+               f"re-scored | {rescored:.4f} | this run's split |", "stored when promoted | 0.9300 |",
+               f"fingerprint `{today['split_fingerprints']['valid']}`, 6 examples", "not this run's split"):
+    assert text in markdown, markdown
   for which in ("base_metrics", "tuned_metrics"):
     assert {"map", "map50", "map75"} <= set(decision[which])
   assert os.path.exists(decision["tuned_report"])
   assert os.listdir(tmp_path / "models") == ["champion.json"]
   assert json.loads((tmp_path / "models" / "champion.json").read_text()) == record
-  # Every step read and wrote its artifacts where KFP's launcher would upload them from: the minio mount.
-  run_dir = mount / os.listdir(mount)[0]
-  assert {"download", "convert", "finetune", "evaluate", "evaluate-2", "gate"} <= set(os.listdir(run_dir))
-  assert json.loads((run_dir / "download" / "model_dir" / "model.json").read_text())["name"]
-  assert {"train.jsonl", "valid.jsonl", "test.jsonl", "report.json", "images", "records"} <= set(
-      os.listdir(run_dir / "convert" / "dataset"))
+  assert {"fingerprint", "download", "convert", "finetune", "evaluate", "evaluate-2", "champion", "rescore",
+          "gate"} <= set(os.listdir(run_dir))
   with open(run_dir / "finetune" / "tuned_model" / "config.json") as f:
     assert json.load(f)["total_steps"] == 2  # the pipeline parameter reached the trainer
-  assert not (tmp_path / "minio:").exists() and not (tmp_path / "root" / "minio:").exists()
+  assert json.loads((run_dir / "download" / "model_dir" / "model.json").read_text())["name"]
+  assert {"train.jsonl", "valid.jsonl", "test.jsonl", "images", "records"} <= set(
+      os.listdir(run_dir / "convert" / "dataset"))
+  assert not (tmp_path / "minio:").exists() and not (root / "minio:").exists()
 
 
 def test_pipelines_local_end_to_end(tmp_path):
   out = tmp_path / "run"
-  champion = tmp_path / "champion.json"
-  write_champion(champion, -1.0)  # any model beats it: exercise export and promotion
+  champion = tmp_path / "champion.json"  # none yet: the base model is the reference
   result = subprocess.run(
       [sys.executable, "-m", "pipelines.local", "--output", str(out), "--train-images", "8", "--valid-images", "4",
-       "--steps", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion)],
+       "--steps", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion),
+       "--min-improvement", "-1"],  # any model passes: exercise export and promotion
       cwd=REPO, capture_output=True, text=True, timeout=1800)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
   assert {"map", "map50", "map75"} <= set(summary["base"]) and {"map50"} <= set(summary["tuned"])
   assert summary["gate"]["passed"] is True and summary["gate"]["metric"] == "map50"
-  assert "beats the champion's -1.0000" in summary["gate"]["reason"]
+  assert summary["gate"]["reference_name"] == "base model" and "beats the base model's" in summary["gate"]["reason"]
   assert os.path.exists(summary["report"])
   exported = summary["exported_model"]
   run_name = os.listdir(out / "artifacts")[0]
@@ -117,6 +141,9 @@ def test_pipelines_local_end_to_end(tmp_path):
   assert any(name.endswith(".npz") for name in os.listdir(exported))
   record = json.loads(champion.read_text())
   assert record["model_uri"] == exported and record["value"] == summary["tuned"]["map50"]
+  with open(os.path.join(out, "artifacts", run_name, "convert", "dataset", "report.json")) as f:
+    report = json.load(f)
+  assert record["split"] == {"name": "valid", "fingerprint": report["split_fingerprints"]["valid"], "examples": 4}
   assert f"exported model: {exported}" in result.stdout
 
 

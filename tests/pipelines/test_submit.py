@@ -80,3 +80,29 @@ def test_vertex_needs_a_project_and_a_gcs_root(capsys):
   with pytest.raises(SystemExit):
     submit.main(["--target", "vertex-gpu-l4", "--project", "p", "--pipeline-root", "/tmp/r", "--dry-run"])
   assert "must be a gs:// URI" in capsys.readouterr().err
+
+
+def task_caching(pipeline_job: dict) -> dict:
+  spec = pipeline_job["pipelineSpec"]
+  tasks = {**spec["root"]["dag"]["tasks"], **spec["components"]["comp-condition-1"]["dag"]["tasks"]}
+  return {name: task.get("cachingOptions", {}).get("enableCache", False) for name, task in tasks.items()
+          if name != "condition-1"}
+
+
+def test_scheduled_and_submitted_runs_keep_the_compiled_caching(capsys):
+  """The SDKs apply `enable_caching` to every task when it is set: the requests leave it unset, so convert is
+  still keyed by the listing fingerprint and the uncached steps stay uncached in every scheduled run."""
+  schedule = dry_run(capsys, VERTEX + ["--schedule", "0 3 * * 1"])["request"]["schedule"]
+  job = schedule["createPipelineJobRequest"]["pipelineJob"]
+  caching = task_caching(job)
+  assert caching["convert"] is True and caching["fingerprint"] is False
+  assert not any(caching[t] for t in ("champion", "gate", "export", "promote"))
+  convert = job["pipelineSpec"]["root"]["dag"]["tasks"]["convert"]["inputs"]["parameters"]["source_fingerprint"]
+  assert convert["taskOutputParameter"]["producerTask"] == "fingerprint"
+  assert task_caching(dry_run(capsys, VERTEX)["request"]["pipelineJob"]) == caching
+  assert not any(task_caching(dry_run(capsys, VERTEX + ["--no-caching"])["request"]["pipelineJob"]).values())
+
+  base = ["--target", "kfp-gke-tpu-v5e-4", "--kfp-host", "https://kfp.example.com", "--pipeline-root",
+          "gs://acme-pipelines/root", "--param", "dataset_uri=gs://acme-data/labelled/", "--dry-run"]
+  assert dry_run(capsys, base + ["--schedule", "30 2 * * *"])["request"]["enable_caching"] is None
+  assert dry_run(capsys, base + ["--no-caching"])["request"]["enable_caching"] is False
