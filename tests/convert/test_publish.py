@@ -11,8 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from http import HTTPStatus
 
 import pytest
 
@@ -178,34 +176,9 @@ def test_an_unversioned_directory_becomes_versioned_in_place(tmp_path, imgs):
 
 # ------------------------------------------------------------------------------------------- gs://
 @pytest.fixture
-def gcs(gcs_emulator, monkeypatch):
-  """The emulator, enforcing `ifGenerationMatch` on uploads as GCS does (the emulator ignores it)."""
-  from gcp_storage_emulator.exceptions import NotFound
-  from gcp_storage_emulator.handlers import objects
-
-  env, client = gcs_emulator
-  guard = threading.Lock()
-
-  def conditional(upload):
-    def handler(request, response, storage_):
-      wanted = request.query.get("ifGenerationMatch")
-      if not wanted:
-        return upload(request, response, storage_)
-      name = (request.query.get("name") or [None])[0] or request.data["meta"].get("name")
-      with guard:
-        try:
-          generation = storage_.get_file_obj(request.params["bucket_name"], name)["generation"]
-        except NotFound:
-          generation = "0"
-        if str(generation) != wanted[0]:
-          response.status = HTTPStatus.PRECONDITION_FAILED
-          response.json({"error": {"code": 412, "message": "conditionNotMet"}})
-          return None
-        return upload(request, response, storage_)
-    return handler
-
-  for name in ("_multipart_upload", "_media_upload"):
-    monkeypatch.setattr(objects, name, conditional(getattr(objects, name)))
+def gcs(gcs_emulator_with_preconditions):
+  """The emulator, enforcing `ifGenerationMatch` on uploads as GCS does (tests/conftest.py)."""
+  env, client = gcs_emulator_with_preconditions
   return client.create_bucket("data"), env
 
 
