@@ -43,5 +43,5 @@ def get_config(arg=None):
   c.eval_every = 0
   c.eval_batches = 2
   c.checkpoint_every = 250
-  c.keep_checkpoints = 1
+  c.keep_checkpoints = 2  # the least: a damaged latest checkpoint needs a verified one to fall back to
   return c

@@ -64,3 +64,34 @@ def headers_only_npz():
           np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
     return str(path)
   return write
+
+
+@pytest.fixture
+def gcs_emulator_with_preconditions(gcs_emulator, monkeypatch):
+  """`gcs_emulator`, taught GCS's `ifGenerationMatch` on uploads (the stock one ignores it,
+  ../shared/reference/STANDINS.md): 412 unless the object's live generation is the one given (0: absent).
+  Its server handles one request at a time, so the check and the write are one step, as on GCS."""
+  from http import HTTPStatus
+
+  from gcp_storage_emulator import server
+  from gcp_storage_emulator.handlers import objects
+
+  insert = objects.insert
+
+  def insert_if_generation_matches(request, response, storage):
+    wanted = request.query.get("ifGenerationMatch")
+    if wanted:
+      name = request.query["name"][0] if "name" in request.query else request.data["meta"]["name"]
+      current = storage.objects.get(request.params["bucket_name"], {}).get(name)
+      if int(wanted[0]) != (int(current["generation"]) if current else 0):
+        response.status = HTTPStatus.PRECONDITION_FAILED
+        response.json({"error": {"code": 412, "message": "At least one of the pre-conditions you specified did "
+                                 "not hold.", "errors": [{"reason": "conditionNotMet"}]}})
+        return
+    insert(request, response, storage)
+
+  monkeypatch.setattr(objects, "insert", insert_if_generation_matches)
+  for _, handlers in server.HANDLERS:
+    if handlers.get(server.POST) is insert:
+      monkeypatch.setitem(handlers, server.POST, insert_if_generation_matches)
+  return gcs_emulator

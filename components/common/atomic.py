@@ -1,4 +1,5 @@
-"""Atomic writes: a reader sees the old file or the complete new one, never a half-written one.
+"""Atomic writes: a reader sees the old file or the complete new one, never a half-written one; and
+`exchange(a, b)`, which swaps two paths in one step where Linux offers it.
 
 Local files are written under a hidden temporary name in the same folder, then renamed over the target
 (a rename is atomic on one file system). The temporary file is created as an ordinary `open` would create
@@ -6,14 +7,18 @@ it (mode 0666 less the umask), not with `mkstemp`'s private 0600: outputs are me
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import logging
 import os
+import pathlib
 import secrets
 from typing import Any, Callable
 
 import fsspec
 
 _UPLOAD_BLOCK = 2**26  # bytes sent per request on object stores
+log = logging.getLogger(__name__)
 
 
 def write_atomic(path: str, write: Callable[[Any], None]) -> None:
@@ -52,3 +57,22 @@ def write_json_atomic(path: str, obj: Any) -> None:
   """`obj` as indented JSON with sorted keys and a final newline (the layout of model.json, config.json)."""
   text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
   write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange(a: str | pathlib.Path, b: str | pathlib.Path) -> bool:
+  """Swaps two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable
+  (no glibc wrapper, or the filesystem refuses), leaving both untouched. Python's os has no binding for it."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = libc.renameat2
+  except (OSError, AttributeError):
+    return False
+  at_fdcwd = -100
+  result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+  if result != 0:
+    log.debug("renameat2 exchange unavailable (%s); falling back to two renames", os.strerror(ctypes.get_errno()))
+    return False
+  return True

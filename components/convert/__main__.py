@@ -5,9 +5,11 @@ import argparse
 import logging
 import sys
 
+from components.common.errors import storage_error
 from components.convert.core import TASKS, ConversionError, ConvertConfig, convert, parse_splits
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.readers import FORMATS
+from components.convert.storage import OutputBusyError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +55,13 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
     report = convert(config_from_args(args))
-  except (ConversionError, ValueError, FileNotFoundError) as e:
+  except (ConversionError, OutputBusyError, ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    if (message := storage_error(e, args.output)) is None:
+      raise
+    print(f"error: {message}", file=sys.stderr)
     return 2
   for issue in report["rejected"][:20]:
     logging.warning("rejected %s, row %s: %s", issue["file"], issue["row"], issue["reason"])

@@ -1,7 +1,8 @@
 """The convert step as a KFP component: a typed signature whose body calls the same core as the CLI.
 
-`convert_dataset` writes the dataset directory to its `dataset` output artifact (a gs:// URI on Vertex AI,
-a local folder on the local runner), so the finetune and evaluate steps receive it with lineage.
+`convert_dataset` writes the dataset directory to its `dataset` output artifact (gs:// directly on Vertex
+AI, the local path KFP uploads for minio:// or s3:// roots, a local folder on the local runner:
+`components.common.artifacts.location`), so the finetune and evaluate steps receive it with lineage.
 `source_fingerprint` is not read by the conversion: the pipeline passes the fingerprint of the input's current
 listing (pipelines/listing.py), which makes it part of this task's cache key — a run whose files changed is
 never served a conversion cached from before they changed.
@@ -21,9 +22,10 @@ def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Outpu
   """Labelled images (paligemma-jsonl, coco, yolo, voc, hf, csv) -> a PaliGemma dataset directory."""
   import json
 
+  from components.common.artifacts import location
   from components.convert.task import run_convert
 
-  report = run_convert(input_uri, data_format, task, dataset.uri, classes=classes, splits=splits, seed=seed,
+  report = run_convert(input_uri, data_format, task, location(dataset), classes=classes, splits=splits, seed=seed,
                        strict=strict, workers=workers, max_side=max_side, tokenizer_uri=tokenizer_uri,
                        text_len=text_len)
   summary = json.loads(report)

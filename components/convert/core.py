@@ -2,8 +2,9 @@
 
 Reads: the format's reader (`readers/`) -> rows. Cleans: one worker task per image (`worker.py`). Splits:
 splits the source has are kept; rows without one go where a hash of their image's stable key (`source_image`)
-and `seed` sends them (`splits.py`: adding images never moves one already there). Writes (into a staging folder, then `storage.publish`):
-`{train,valid,test}.jsonl`, `images/`, `records/` (records.py) and `report.json`.
+and `seed` sends them (`splits.py`: adding images never moves one already there). Writes (into a new version
+of the output, published as one unit by `storage.open_output(...).publish()`): `{train,valid,test}.jsonl`,
+`images/`, `records/` (records.py) and `report.json`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from components.convert import records, report as report_lib, splits, storage
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.locations import check_class_name, detect_prefix
 from components.convert.readers import FORMATS, READERS
+from components.convert.readers.common import account_duplicates
 from components.convert.rows import SPLITS, Issue, Source
 from components.convert.worker import ImageOptions, Task, TaskResult, run_task
 
@@ -51,6 +53,7 @@ class ConvertConfig:
   text_len: int = 128
   bbox_format: str = "xywh"  # hf only
   progress: bool = True
+  layout: str = "versioned"  # or "plain": a KFP step's own output artifact (storage.py)
 
   def __post_init__(self):
     if self.format not in FORMATS:
@@ -60,6 +63,8 @@ class ConvertConfig:
     bad = [s for s, _ in self.splits if s not in SPLITS]
     if bad or any(f < 0 for _, f in self.splits) or sum(f for _, f in self.splits) <= 0:
       raise ValueError(f"--splits {dict(self.splits)} must give non-negative fractions of {', '.join(SPLITS)}")
+    if self.layout not in ("versioned", "plain"):
+      raise ValueError(f"layout {self.layout!r}: choose versioned or plain")
 
 
 def parse_splits(text: str) -> tuple[tuple[str, float], ...]:
@@ -80,13 +85,15 @@ def convert(cfg: ConvertConfig) -> dict:
   """Runs the conversion; returns the report (also written as `report.json`)."""
   storage.check_locations(cfg.input, cfg.output)
   scratch = tempfile.mkdtemp(prefix="convert-")
-  staging = None
+  output = None
   try:
+    output = storage.open_output(cfg.output, scratch, versioned=cfg.layout == "versioned")  # fails fast if busy
     source = READERS[cfg.format](storage.fetch_input(cfg.input, scratch), cfg.task,
                                  scratch=os.path.join(scratch, "hf"), bbox_format=cfg.bbox_format)
+    account_duplicates(source, cfg.task)  # duplicate rows and boxes: reported, never merged silently
     classes = _resolve_classes(cfg, source) if cfg.task == "detect" else None
     _fail_if_strict(cfg, source.issues)
-    staging = storage.staging_dir(cfg.output, scratch)
+    staging = output.staging
     results = _run_tasks(cfg, _tasks(source, ".png" if cfg.image_format == "png" else ".jpg"), staging)
     examples, issues = _collect(results, classes, source.issues)
     _fail_if_strict(cfg, issues)
@@ -104,14 +111,16 @@ def convert(cfg: ConvertConfig) -> dict:
                               source_categories=source.categories)
     with open(os.path.join(staging, "report.json"), "w", encoding="utf-8") as f:
       json.dump(report, f, indent=1, ensure_ascii=False)
-    storage.publish(staging, cfg.output)
+    output.publish()
     log.info("wrote %s: %s; %d rejected, %d repaired", cfg.output,
              ", ".join(f"{len(by_split[s])} {s}" for s in SPLITS), len(report["rejected"]), len(report["repaired"]))
     return report
   finally:
-    shutil.rmtree(scratch, ignore_errors=True)
-    if staging and os.path.isdir(staging):
-      shutil.rmtree(staging, ignore_errors=True)
+    try:
+      if output is not None:
+        output.close()  # an unpublished version is removed; the previous dataset stays current
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _resolve_classes(cfg: ConvertConfig, source: Source) -> list[str]:

@@ -55,14 +55,20 @@ def snapshot(source: Source, token: str | None = None, force: bool = False,
     if only is None:
       for name in _weight_files(repo, commit, token, force, source):
         _fetch(repo, name, commit, token, force, source)
-      with contextlib.suppress(hf_errors.EntryNotFoundError):
+      try:
         huggingface_hub.hf_hub_download(repo, TOKENIZER, revision=commit, token=token, force_download=force)
+      except hf_errors.LocalEntryNotFoundError as e:  # the hub did not answer: not "the repo has none"
+        raise _unreachable(source, TOKENIZER, e) from None
+      except hf_errors.EntryNotFoundError:
+        pass  # a repo without tokenizer.model: the default one is used
   return snap, commit
 
 
 def _weight_files(repo: str, commit: str, token: str | None, force: bool, source: Source) -> list[str]:
   try:
     index = huggingface_hub.hf_hub_download(repo, WEIGHTS_INDEX, revision=commit, token=token, force_download=force)
+  except hf_errors.LocalEntryNotFoundError as e:
+    raise _unreachable(source, WEIGHTS_INDEX, e) from None
   except hf_errors.EntryNotFoundError:
     return [WEIGHTS]
   with open(index) as f:
@@ -75,9 +81,25 @@ def _weight_files(repo: str, commit: str, token: str | None, force: bool, source
 def _fetch(repo: str, name: str, revision: str | None, token: str | None, force: bool, source: Source) -> str:
   try:
     return huggingface_hub.hf_hub_download(repo, name, revision=revision, token=token, force_download=force)
+  except hf_errors.LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: the hub never answered
+    raise _unreachable(source, name, e) from None
   except hf_errors.EntryNotFoundError:
     hint = "is this a transformers PaliGemma repo?" if name != TOKENIZER else "give the tokenizer with --tokenizer URI"
     raise DownloadError(f"{source.uri} has no {name}: {hint}") from None
+
+
+def _unreachable(source: Source, name: str, error: Exception) -> DownloadError:
+  """A file that is neither cached nor fetched because the hub could not be reached: a network failure
+  (retried), or offline mode (not)."""
+  from huggingface_hub import constants
+
+  if constants.HF_HUB_OFFLINE:
+    return DownloadError(f"{name} of {source.uri} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                         "HF_HUB_OFFLINE is set: download it once with network access, or unset HF_HUB_OFFLINE")
+  cause = error.__cause__ or error.__context__
+  detail = f" ({type(cause).__name__})" if cause is not None else ""
+  return TransientError(f"network failure: cannot reach the Hugging Face hub at {constants.ENDPOINT}{detail} for {name} "
+                        f"of {source.uri}, and it is not in the cache; check the connection, HTTPS_PROXY or HF_ENDPOINT")
 
 
 @contextlib.contextmanager

@@ -24,17 +24,20 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   import os
   import shutil
 
+  from components.common.artifacts import location
   from components.evaluate.task import run_evaluate
   from pipelines.runtime import scalar_metrics  # nested keys joined with '/', None left out
 
-  values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,
-                                       sampler=sampler, max_decode_len=max_decode_len, limit=limit,
-                                       batch_size=batch_size, baseline_dir=baseline.path if baseline else "",
+  local = {"gcs_direct": False}  # evaluate reads and writes local files (the FUSE mount on Vertex AI)
+  values = scalar_metrics(run_evaluate(location(model, **local), location(dataset, **local), task,
+                                       location(evaluation, **local), split=split, sampler=sampler,
+                                       max_decode_len=max_decode_len, limit=limit, batch_size=batch_size,
+                                       baseline_dir=location(baseline, **local) if baseline else "",
                                        which=which, prompt_len=prompt_len, seed=seed, run_id=run_id))
   for name, value in values.items():
     metrics.log_metric(name, value)
   evaluation.metadata.update({"task": task, "split": split, **{k: v for k, v in values.items() if "/" not in k}})
-  shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)
+  shutil.copyfile(os.path.join(location(evaluation, **local), "report.html"), location(report, **local))
 
 
 def make(image: str):

@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from components import paligemma
+from components.common import datasets
 from components.common.checkpoints import read_model_json, resolve_checkpoint
 from components.evaluate import jsonl, outputs
 
@@ -221,6 +222,11 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
 
 def run(args: RunArgs, devices=None) -> dict:
   """The whole `evaluate run`; returns the metrics (also in OUT/metrics.json)."""
+  with datasets.pin(args.data) as dataset:  # one version of the dataset throughout, even if a convert replaces it
+    return _run(dataclasses.replace(args, data=dataset.root), devices)
+
+
+def _run(args: RunArgs, devices) -> dict:
   paligemma.parse_sampler(args.sampler)  # a typo fails now, not after the checkpoint has loaded
   rows, references = read_split(args.data, args.split, args.limit)
   params, model_cfg, tokenizer, model_json = load_checkpoint(args.checkpoint, args.which, args.tokenizer)

@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from components.common.errors import storage_error
 from components.export.core import DTYPES, FORMATS, ExportConfig, export
 from components.export.registry import parse_labels
 
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     export(cfg)
   except (FileNotFoundError, ValueError) as e:
     print(f"export failed: {e}", file=sys.stderr)
+    return 1
+  except Exception as e:
+    if (message := storage_error(e, cfg.output)) is None:
+      raise
+    print(f"export failed: {message}", file=sys.stderr)  # a previous export at --output is untouched
     return 1
   return 0
 

@@ -25,17 +25,20 @@ def _export_model(model: Input[Model], export_format: str, exported: Output[Mode
   into the `exported` artifact; either way the artifact's metadata `uri` says where the export is."""
   import json
 
+  from components.common.artifacts import location
   from components.export.task import run_export
   from pipelines.runtime import export_location
 
-  checkpoint = f"{model.path.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model.path
-  metrics_uri = f"{evaluation.path.rstrip('/')}/metrics.json" if evaluation else ""
-  output = export_location(export_uri, run_id, exported.uri)
+  model_dir = location(model, gcs_direct=False)
+  checkpoint = f"{model_dir.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model_dir
+  metrics_uri = f"{location(evaluation, gcs_direct=False).rstrip('/')}/metrics.json" if evaluation else ""
+  output = export_location(export_uri, run_id, location(exported))
   manifest = run_export(checkpoint, export_format, output, dtype=dtype, which=which, metrics_uri=metrics_uri,
                         register=register, dry_run=dry_run, display_name=display_name,
                         serving_container=serving_container, labels=labels, project=project, location=location)
   summary = json.loads(manifest)
-  exported.metadata.update({"uri": output, "format": export_format, "dtype": summary["dtype"],
+  where = output if export_uri else exported.uri  # the artifact's URI, not the local path a minio:// root gives
+  exported.metadata.update({"uri": where, "format": export_format, "dtype": summary["dtype"],
                             "files": len(summary["files"]), "package_version": summary["package"]["version"]})
   return manifest
 

@@ -28,6 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from components import paligemma
+from components.common import datasets
 from components.common.atomic import write_json_atomic
 from components.common.checkpoints import join, read_model_json, resolve_checkpoint
 from components.export import publish, registry
@@ -156,15 +157,17 @@ def _load_source(checkpoint: str, which: str, tokenizer: str | None = None) -> _
 
 
 def _dataset_info(data_dir: str | None) -> dict | None:
-  """sha256 of the dataset's split files, which name every image and label it was trained on."""
+  """sha256 of the dataset's split files, which name every image and label it was trained on, all of one
+  version of the dataset directory (`version`: its name, None for an unversioned directory)."""
   if not data_dir:
     return None
   files = {}
-  for split in ("train", "valid", "test"):
-    data = _read(join(data_dir, f"{split}.jsonl"))
-    if data is not None:
-      files[f"{split}.jsonl"] = hashlib.sha256(data).hexdigest()
-  return {"uri": data_dir, "sha256": files or None}
+  with datasets.pin(data_dir) as dataset:
+    for split in ("train", "valid", "test"):
+      data = _read(join(dataset.root, f"{split}.jsonl"))
+      if data is not None:
+        files[f"{split}.jsonl"] = hashlib.sha256(data).hexdigest()
+  return {"uri": data_dir, "version": dataset.version, "sha256": files or None}
 
 
 def _last_metrics(path: str) -> dict | None:

@@ -15,7 +15,6 @@ a previous export that the new one does not have are deleted, and the temporary 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import pathlib
@@ -26,6 +25,8 @@ import uuid
 from typing import Iterator
 
 import fsspec
+
+from components.common.atomic import exchange
 
 log = logging.getLogger(__name__)
 
@@ -77,25 +78,6 @@ def _replace_local(staging: pathlib.Path, final: pathlib.Path) -> None:
     raise
   shutil.rmtree(old, ignore_errors=True)
   log.info("replaced the previous export at %s", final)
-
-
-_RENAME_EXCHANGE = 2  # linux/fs.h
-
-
-def exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
-  """Swaps two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where that is unavailable
-  (no glibc wrapper, or the filesystem refuses), leaving both untouched. Python's os has no binding for it."""
-  try:
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = libc.renameat2
-  except (OSError, AttributeError):
-    return False
-  at_fdcwd = -100
-  result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
-  if result != 0:
-    log.debug("renameat2 exchange unavailable (%s); falling back to two renames", os.strerror(ctypes.get_errno()))
-    return False
-  return True
 
 
 def _files(staging: pathlib.Path) -> list[str]:

@@ -7,6 +7,17 @@
     from components.finetune import load_trained_params
     params, model_cfg = load_trained_params(workdir, which="best")
 """
-from components.finetune.config import TRAINABLE_PRESETS, defaults, load_config
-from components.finetune.load import load_trained_params
-from components.finetune.trainer import TrainingDiverged, train
+import importlib
+
+# Resolved on first use: importing the package stays cheap (no jax), so `python -m components.finetune`
+# installs its SIGTERM handler before the heavy imports (preemption.py).
+_EXPORTS = {"TRAINABLE_PRESETS": "config", "defaults": "config", "load_config": "config",
+            "load_trained_params": "load", "TrainingDiverged": "trainer", "train": "trainer",
+            "CheckpointError": "checkpoints"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name not in _EXPORTS:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -11,6 +11,9 @@ import sys
 
 
 def main(argv=None) -> int:
+  from components.finetune import preemption  # light: no jax until the trainer is imported below
+
+  preemption.exit_on_sigterm()  # first thing: a SIGTERM during start-up exits 143 with one line
   parser = argparse.ArgumentParser(
       prog="python -m components.finetune", description=__doc__.split("\n\n", 1)[1],
       epilog="Any config key can be overridden as --config.KEY=VALUE (e.g. --config.optimizer.lr=1e-4, "
@@ -30,7 +33,8 @@ def main(argv=None) -> int:
       parser.error(f"{item!r}: write --config.{key}=VALUE")
     overrides.append(f"{key}={value}")
 
-  from components.finetune import config as config_lib, distributed, trainer  # after argparse: --help is fast
+  from components.common.errors import storage_error
+  from components.finetune import checkpoints, config as config_lib, distributed, trainer  # after argparse
   # force: importing absl (through orbax) already put a handler on the root logger.
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout,
                       force=True)
@@ -42,10 +46,15 @@ def main(argv=None) -> int:
     parser.error(f"config: {e}")
   try:
     result = trainer.train(config, args.workdir)
-  except trainer.TrainingDiverged as e:
+  except (trainer.TrainingDiverged, checkpoints.CheckpointError) as e:
     logging.error("%s", e)
     return 1
-  return 143 if result["status"] == "preempted" else 0
+  except Exception as e:
+    if (message := storage_error(e, args.workdir)) is None:
+      raise
+    logging.error("%s", message)
+    return 1
+  return preemption.EXIT_CODE if result["status"] == "preempted" else 0
 
 
 if __name__ == "__main__":

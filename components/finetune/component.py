@@ -23,9 +23,12 @@ def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_mod
   any other `key=value` config overrides, applied last. The model name comes from the base model's model.json."""
   import json
 
+  from components.common.artifacts import location
   from components.finetune.task import run_finetune
 
-  result = run_finetune(config, tuned_model.path, dataset.path, base_model.path, tuple(overrides),
+  # The trainer's files go through the FUSE mount on Vertex AI (gcs_direct=False), as its data reading does.
+  result = run_finetune(config, location(tuned_model, gcs_direct=False), location(dataset, gcs_direct=False),
+                        location(base_model, gcs_direct=False), tuple(overrides),
                         trainable=trainable, total_steps=total_steps, epochs=epochs, batch_size=batch_size,
                         lr=lr, text_len=text_len)
   for name in ("loss", "val_loss"):

@@ -149,6 +149,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.compute_dtype={config.compute_dtype!r}; use '', bfloat16, float16 or float32")
   if config.total_steps <= 0 and config.epochs <= 0:
     raise ValueError("set config.total_steps or config.epochs to a positive number")
+  if config.keep_checkpoints < 2:
+    raise ValueError(f"config.keep_checkpoints={config.keep_checkpoints}: keep at least 2, so that a damaged latest "
+                     "checkpoint has a verified older one to fall back to")
 
 
 def trainable_regexes(spec) -> tuple[str, ...]:

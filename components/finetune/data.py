@@ -19,6 +19,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from components.common import datasets
 from components.convert import records
 
 _TEXT_KEYS = ("text", "mask_ar", "mask_loss")
@@ -46,6 +47,23 @@ class Preprocess(grain.transforms.Map):
                        "re-run components.convert on the dataset") from e
     tokens = self._tokenizer.encode_train(ex["prefix"], ex["suffix"], self._text_len)
     return {"image": image, **{k: np.asarray(tokens[k], np.int32) for k in _TEXT_KEYS}}
+
+
+def pin_dataset(data_dir: str) -> datasets.DatasetVersion:
+  """The dataset directory's current version, held for the run; every host reads the one process 0 found."""
+  import jax
+  from jax.experimental import multihost_utils
+
+  pinned = datasets.pin(data_dir)
+  if jax.process_count() == 1:
+    return pinned
+  name = (pinned.version or "").encode()
+  chief = multihost_utils.broadcast_one_to_all(np.frombuffer(name.ljust(128, b"\0"), np.uint8))
+  chief_name = bytes(np.asarray(chief, np.uint8)).rstrip(b"\0").decode()
+  if chief_name == (pinned.version or ""):
+    return pinned
+  pinned.close()
+  return datasets.pin(data_dir, chief_name or None)
 
 
 def num_examples(data_dir: str, split: str) -> int:

@@ -45,7 +45,9 @@ def _orbax_quiet():
 def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
   """(params: nested dict of float32 numpy arrays, model_cfg) from a finetune workdir or an .npz.
 
-  `which`: "latest", "best" (lowest validation loss) or a step number; ignored for an .npz.
+  `which`: "latest", "best" (lowest validation loss) or a step number; ignored for an .npz. Only a
+  checkpoint whose files match its checksum manifest is used: a damaged "latest" or "best" gives way to the
+  next one (one log line each); a damaged step number is an error (`CheckpointError`).
   """
   path = str(path)
   if path.endswith(".npz"):
@@ -61,13 +63,14 @@ def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
   config = ml_collections.ConfigDict(json.loads(config_json))
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   with _orbax_quiet():
-    mgr = checkpoints.manager(path, read_only=True)
-    step = checkpoints.pick_step(mgr, which)
-    if step is None:
-      raise FileNotFoundError(f"{checkpoints.checkpoint_dir(path)} holds no checkpoint yet")
-    setup = state_lib.build(config, mesh, total_steps=1)
-    state, _ = checkpoints.restore(mgr, step, setup.abstract_state)
-    mgr.close()
+    ckpts = checkpoints.Checkpoints(path, read_only=True)
+    try:
+      if not ckpts.steps():
+        raise FileNotFoundError(f"{ckpts.directory} holds no checkpoint yet")
+      setup = state_lib.build(config, mesh, total_steps=1)
+      _, state = ckpts.restore_for_reading(which, setup.abstract_state)  # verified against its checksums
+    finally:
+      ckpts.close()
   if setup.source.checkpoint:  # frozen weights: the base checkpoint, as trained (cast to frozen_dtype)
     base = paligemma.load(setup.source.checkpoint, setup.source.model_cfg)
     _, frozen = policy.split_trainable(base, config_lib.trainable_regexes(config.trainable))

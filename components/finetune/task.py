@@ -53,6 +53,9 @@ def run_finetune(config: str, workdir: str, data_dir: str, checkpoint: str = "",
   trainer's result (`step`, `loss`, `val_loss`, `status`) plus the `model_name` it trained."""
   import logging
 
+  from components.finetune import preemption
+
+  preemption.exit_on_sigterm()  # before the heavy imports: a SIGTERM during start-up exits 143 with one line
   from components.finetune import config as config_lib, distributed, trainer
 
   # As the CLI: the trainer's progress lines at INFO, orbax's per-save chatter (through absl) only from WARNING.

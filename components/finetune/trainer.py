@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import time
 
 import jax
@@ -18,7 +17,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from components import paligemma
-from components.finetune import checkpoints, data, flops, params, sharding, state as state_lib, workdir as wd
+from components.finetune import checkpoints, data, flops, params, preemption as preemption_lib, sharding
+from components.finetune import state as state_lib, workdir as wd
 from components.finetune import config as config_lib
 
 log = logging.getLogger("components.finetune")
@@ -26,31 +26,6 @@ log = logging.getLogger("components.finetune")
 
 class TrainingDiverged(FloatingPointError):
   """The loss became NaN or infinite."""
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step (the handler itself does nothing risky)."""
-
-  def __init__(self):
-    self.requested = False
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. inside a notebook worker): no preemption hook
-      self._previous = None
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
-    # Every host must stop at the same step; one small all-reduce of the flags.
-    return bool(np.max(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
 class _CompileFirst:
@@ -91,10 +66,10 @@ def _write_run_files(workdir: str, config, source, tokenizer_bytes: bytes) -> No
   wd.write_bytes(os.path.join(workdir, wd.TOKENIZER), tokenizer_bytes)
 
 
-def evaluate(eval_step, train_tree, frozen, config, preprocess, batch_sharding) -> float | None:
+def evaluate(eval_step, train_tree, frozen, config, data_dir, preprocess, batch_sharding) -> float | None:
   """Mean validation loss over the valid split (per-example means, padding rows excluded)."""
   total, count = 0.0, 0.0
-  for local in data.eval_batches(config.data_dir, config.valid_split, preprocess, batch_size=config.batch_size,
+  for local in data.eval_batches(data_dir, config.valid_split, preprocess, batch_size=config.batch_size,
                                  max_batches=config.eval_batches, threads=config.data_threads,
                                  process_index=jax.process_index(), process_count=jax.process_count()):
     s, n = eval_step(train_tree, frozen, _global_batch(local, batch_sharding))
@@ -123,18 +98,20 @@ def train(config, workdir: str) -> dict:
   if is_chief:
     _write_run_files(workdir, config, setup_source, wd.read_bytes(setup_source.tokenizer))
 
-  # --- Data ---
-  n_train = data.num_examples(config.data_dir, config.train_split)
+  # --- Data: one version of the dataset directory for the whole run, even if a convert replaces it ---
+  dataset = data.pin_dataset(config.data_dir)
+  data_dir = dataset.root
+  n_train = data.num_examples(data_dir, config.train_split)
   total_steps = _total_steps(config, n_train)
   image_size = paligemma.configs.image_size(setup_source.model_cfg)
   preprocess = data.Preprocess(tokenizer, image_size, config.text_len)
   train_iter = data.train_iterator(
-      config.data_dir, config.train_split, preprocess, batch_size=config.batch_size, seed=config.seed,
+      data_dir, config.train_split, preprocess, batch_size=config.batch_size, seed=config.seed,
       threads=config.data_threads, process_index=jax.process_index(), process_count=jax.process_count())
   has_valid = bool(config.valid_split)
   if has_valid:
     try:
-      data.num_examples(config.data_dir, config.valid_split)
+      data.num_examples(data_dir, config.valid_split)
     except FileNotFoundError:
       log.warning("no %r split in %s: validation is off", config.valid_split, config.data_dir)
       has_valid = False
@@ -142,16 +119,15 @@ def train(config, workdir: str) -> dict:
 
   # --- Model, optimizer and sharded state ---
   setup = state_lib.build(config, mesh, total_steps, setup_source)
-  mgr = checkpoints.manager(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
-  start = mgr.latest_step()
+  ckpts = checkpoints.Checkpoints(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
   state, frozen = state_lib.init_state(setup, config)
 
-  # --- Restore: the same workdir continues where it stopped ---
-  if start is not None:
-    state, data_state = checkpoints.restore(mgr, start, setup.abstract_state)
+  # --- Restore: the same workdir continues where it stopped (from its newest verified checkpoint) ---
+  start = 0
+  if (restored := ckpts.restore_latest(setup.abstract_state)) is not None:
+    start, state, data_state = restored
     train_iter.set_state(data_state)
-    log.info("resumed from step %d in %s", start, checkpoints.checkpoint_dir(workdir))
-  start = start or 0
+    log.info("resumed from step %d in %s", start, ckpts.directory)
   if start >= total_steps:
     log.info("already trained: step %d of %d", start, total_steps)
 
@@ -162,14 +138,14 @@ def train(config, workdir: str) -> dict:
   flops_per_step = config.batch_size * flops.train_flops_per_example(setup.abstract_full, setup_source.model_cfg,
                                                                      config.text_len)
   metrics = wd.MetricsLog(workdir, resume_step=start, enabled=is_chief)
-  preemption = _Preemption()
+  preemption = preemption_lib.Preemption()
   last_saved, loss, val_loss, status = start, float("nan"), None, "done"
   window_start, window_steps, t0 = time.perf_counter(), 0, time.perf_counter()
 
   def save(step, val=None, force=False):
     nonlocal last_saved
     if step != last_saved:
-      checkpoints.save(mgr, step, state, train_iter.get_state(), val_loss=val, force=force)
+      ckpts.save(step, state, train_iter.get_state(), val_loss=val, force=force)
       last_saved = step
 
   # --- Loop ---
@@ -180,14 +156,14 @@ def train(config, workdir: str) -> dict:
         state, step_metrics = train_step(state, frozen, batch)
         loss = float(step_metrics["loss"])
         if not math.isfinite(loss):
-          mgr.wait_until_finished()
-          good = mgr.latest_step()
+          good = ckpts.latest_verified()  # named only once its checksums verify
           raise TrainingDiverged(
               f"loss is {loss} at step {step}; training stopped. The last good checkpoint is "
-              f"{'step %d in ' % good + checkpoints.checkpoint_dir(workdir) if good is not None else 'none'}. "
+              f"{f'step {good} in {ckpts.directory}' if good is not None else 'none (no verified checkpoint)'}. "
               "Lower config.optimizer.lr, enable gradient clipping (config.optimizer.grad_clip_norm=1.0), "
               "or check the data for broken examples.")
         window_steps += 1
+        ckpts.poll()  # seals finished asynchronous saves with their checksum manifest
 
         if step % config.log_every == 0 or step == total_steps:
           seconds = (time.perf_counter() - window_start) / window_steps
@@ -208,7 +184,7 @@ def train(config, workdir: str) -> dict:
         is_eval = has_valid and ((config.eval_every and step % config.eval_every == 0) or step == total_steps)
         if is_eval:
           eval_start = time.perf_counter()
-          val_loss = evaluate(eval_step, state["train"], frozen, config, preprocess, batch_sharding)
+          val_loss = evaluate(eval_step, state["train"], frozen, config, data_dir, preprocess, batch_sharding)
           log.info("step %d/%d | validation loss %.4f", step, total_steps, val_loss)
           metrics.write(step, val_loss=val_loss)
           metrics.flush()
@@ -224,9 +200,11 @@ def train(config, workdir: str) -> dict:
           status = "preempted"
           break
   finally:
-    preemption.restore()
-    mgr.wait_until_finished()
-    mgr.close()
-    metrics.close()
+    try:
+      ckpts.close()  # waits for the last save and its manifest
+      metrics.close()
+      dataset.close()
+    finally:
+      preemption.restore()
   log.info("finished at step %d in %.0f s (%s)", int(state["step"]), time.perf_counter() - t0, status)
   return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status}

@@ -82,7 +82,7 @@ def test_rerun_replaces_the_previous_output_consistently(tmp_path, imgs):
   root = _caption_csv(imgs, tmp_path / "src", n=6)
   _run(tmp_path, root)
   (tmp_path / "out" / "keep-me.txt").write_text("user file")
-  (tmp_path / "out" / "images" / "mine.jpg").write_text("a file convert did not write")
+  first = os.readlink(tmp_path / "out" / "CURRENT")
   os.remove(root / "00.jpg")
   (root / "c.csv").write_text("image,caption\n" + "".join(f"{i:02d}.jpg,new {i}\n" for i in range(1, 6)))
   _run(tmp_path, root, examples_per_shard=2)
@@ -90,12 +90,13 @@ def test_rerun_replaces_the_previous_output_consistently(tmp_path, imgs):
   images = sorted(r["image"] for s in rows.values() for r in s)
   assert images == [f"images/{i:02d}.jpg" for i in range(1, 6)]
   on_disk = sorted(f"images/{n}" for n in os.listdir(tmp_path / "out" / "images"))
-  assert on_disk == sorted(images + ["images/mine.jpg"])  # the old 00.jpg is gone, the user's file is not
+  assert on_disk == images  # the old 00.jpg went with the old version
   shards = sorted(os.listdir(tmp_path / "out" / "records"))
   assert all("-of-00001" not in s for s in shards if s.startswith("train"))  # old single shard replaced
   assert sum(len(read_shard(p)) for s in ("train", "valid", "test") for p in list_shards(str(tmp_path / "out"), s)) == 5
-  assert (tmp_path / "out" / "keep-me.txt").exists()
-  assert not [n for n in os.listdir(tmp_path / "out") if n.startswith(".convert-tmp")]
+  assert (tmp_path / "out" / "keep-me.txt").exists()  # files convert did not write stay
+  second = os.readlink(tmp_path / "out" / "CURRENT")
+  assert second != first and os.listdir(tmp_path / "out" / ".versions") == [second.split("/")[-1]]
 
 
 def test_output_must_not_be_or_contain_the_input(tmp_path, imgs):
@@ -118,7 +119,7 @@ def test_a_crash_leaves_the_previous_output_whole(tmp_path, imgs, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     _run(tmp_path, root)
   assert {n: (tmp_path / "out" / n).read_bytes() for n in before} == before
-  assert not [n for n in os.listdir(tmp_path / "out") if n.startswith(".convert-tmp")]
+  assert len(os.listdir(tmp_path / "out" / ".versions")) == 1  # the unfinished version is gone
 
 
 def test_parallel_workers_give_the_same_output(tmp_path, imgs):
@@ -176,3 +177,25 @@ def test_kfp_component_compiles_and_calls_the_core(tmp_path, imgs):
   report = json.loads(task.run_convert(input_uri=str(root), data_format="csv", task="caption",
                                        output_uri=str(tmp_path / "out"), splits="train=1"))
   assert report["splits"]["train"]["examples"] == 3
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   PermissionError(13, "Permission denied", "/data/out/train.jsonl")])
+def test_disk_full_or_permission_denied_is_one_line_naming_the_path(tmp_path, imgs, capsys, monkeypatch, error):
+  from components.convert.__main__ import main
+
+  root = _caption_csv(imgs, tmp_path / "src", n=3)
+  _run(tmp_path, root)
+  before = {n: (tmp_path / "out" / n).read_bytes() for n in ("train.jsonl", "valid.jsonl", "test.jsonl", "report.json")}
+
+  def fail(*args, **kwargs):
+    raise error
+  monkeypatch.setattr(core, "_write_jsonl", fail)
+  capsys.readouterr()
+  code = main(["--input", str(root), "--format", "csv", "--task", "caption", "--output", str(tmp_path / "out"),
+               "--workers", "1", "--no-progress"])
+  err = capsys.readouterr().err.strip().splitlines()
+  where = error.filename or str(tmp_path / "out")
+  reason = "no space left on the device" if error.errno == 28 else "permission denied"
+  assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {reason} at {where}: "), err
+  assert {n: (tmp_path / "out" / n).read_bytes() for n in before} == before

@@ -42,6 +42,14 @@ def test_gcs_input_and_output(tmp_path, imgs, emulator):
   assert done.returncode == 0, done.stderr
 
   names = sorted(b.name for b in bucket.client.list_blobs("data", prefix="out/ds/"))
+  current = bucket.blob("out/ds/CURRENT").download_as_text().strip()
+  version = [n[len(f"out/ds/{current}/"):] for n in names if n.startswith(f"out/ds/{current}/")]
+  assert current.startswith(".versions/v-") and sorted(version) == [
+      ".started", "images/train/a.jpg", "images/train/b.jpg", "records/test-00000-of-00001.array_record",
+      "records/train-00000-of-00001.array_record", "records/valid-00000-of-00001.array_record", "report.json",
+      "test.jsonl", "train.jsonl", "valid.jsonl"]
+  # The documented top-level paths hold copies of the current version; the user's files stay.
+  names = [n for n in names if not n.startswith(("out/ds/.versions/", "out/ds/CURRENT"))]
   assert names == ["out/ds/images/mine.jpg", "out/ds/images/train/a.jpg", "out/ds/images/train/b.jpg", "out/ds/notes.txt",
                    "out/ds/records/test-00000-of-00001.array_record", "out/ds/records/train-00000-of-00001.array_record",
                    "out/ds/records/valid-00000-of-00001.array_record", "out/ds/report.json", "out/ds/test.jsonl",
@@ -52,11 +60,14 @@ def test_gcs_input_and_output(tmp_path, imgs, emulator):
   report = json.loads(bucket.blob("out/ds/report.json").download_as_text())
   assert [(r["file"], r["row"]) for r in report["rejected"]] == [("train/_annotations.coco.json", 3)]
 
-  # The trainer finds the shards through gcsfs (in a fresh process: gcsfs reads the emulator address at import).
-  probe = "from components.convert import list_shards; print(list_shards('gs://data/out/ds', 'train'))"
+  # The trainer pins the current version and finds its shards through gcsfs (in a fresh process: gcsfs reads
+  # the emulator address at import).
+  probe = ("from components.common.datasets import pin; from components.convert import list_shards; "
+           "print(list_shards(pin('gs://data/out/ds').root, 'train'))")
   done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                         env={**os.environ, **env}, timeout=120)
-  assert done.stdout.strip() == "['gs://data/out/ds/records/train-00000-of-00001.array_record']", done.stderr
+  assert done.stdout.strip() == f"['gs://data/out/ds/{current}/records/train-00000-of-00001.array_record']", \
+      done.stderr
 
 
 def test_gcs_single_file_input_fetches_its_images(tmp_path, imgs, emulator):

@@ -107,6 +107,26 @@ def test_unknown_repo_or_revision_is_a_clear_error(hub, local_ckpt, tmp_path):
     download_model("tiny-v2", str(tmp_path / "a"), source=local_ckpt, tokenizer=f"hf://{REPO}@v9")
 
 
+def test_unreachable_hub_is_a_network_failure_not_a_bad_repo(hub, tmp_path, monkeypatch):
+  import socket
+
+  import huggingface_hub.constants as hub_constants
+  with socket.socket() as s:  # a port nobody listens on: the connection is refused
+    s.bind(("127.0.0.1", 0))
+    closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+  monkeypatch.setattr(hub_constants, "ENDPOINT", closed)
+  monkeypatch.setattr(hub_constants, "HUGGINGFACE_CO_URL_TEMPLATE", closed + "/{repo_id}/resolve/{revision}/{filename}")
+  monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)  # its 5 retries, at once
+  with pytest.raises(DownloadError) as error:
+    download_model(f"hf://{REPO}", str(tmp_path / "m"))
+  message = str(error.value)
+  assert f"network failure: cannot reach the Hugging Face hub at {closed}" in message, message
+  assert "after 3 attempts" in message and "has no config.json" not in message
+  monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+  with pytest.raises(DownloadError, match="not in the Hugging Face cache .* HF_HUB_OFFLINE is set"):
+    download_model(f"hf://{REPO}", str(tmp_path / "m"))
+
+
 # ------------------------------------------------------------------------- transformers checkpoint -> .npz
 def tiny_transformers_paligemma(out_dir):
   """A tiny random `PaliGemmaForConditionalGeneration` (Gemma 2 text, SigLIP vision) saved as safetensors

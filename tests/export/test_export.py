@@ -248,8 +248,9 @@ def test_export_of_a_finetune_workdir(model_dir, tmp_path):
   source = manifest["source"]
   assert source["kind"] == "workdir" and source["which"] == "latest"
   assert source["config_sha256"] == sha256(workdir / "config.json")
-  assert source["dataset"] == {"uri": str(data), "sha256": {"train.jsonl": sha256(data / "train.jsonl"),
-                                                            "valid.jsonl": sha256(data / "valid.jsonl")}}
+  assert source["dataset"] == {"uri": str(data), "version": None,  # written by hand: unversioned
+                               "sha256": {"train.jsonl": sha256(data / "train.jsonl"),
+                                          "valid.jsonl": sha256(data / "valid.jsonl")}}
   assert manifest["metrics"]["training"]  # the last metrics.jsonl values
   trained, model_cfg = load_trained_params(str(workdir), "latest")
   exported = flatten_params(paligemma.load(str(out / "model.npz"), model_cfg))
@@ -315,3 +316,24 @@ def test_component_signature_exposes_evaluation_project_location(tmp_path):
   spec = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]
   assert {"project", "location", "which"} <= set(spec["parameters"])
   assert spec["artifacts"]["evaluation"].get("isOptional") is True
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   PermissionError(13, "Permission denied", "/exports/npz/model.npz")])
+def test_disk_full_or_permission_denied_is_one_line_naming_the_path(model_dir, tmp_path, capsys, monkeypatch, error):
+  out = tmp_path / "exports" / "npz"
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out)]) == 0
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+  def fail(*args, **kwargs):
+    raise error
+  monkeypatch.setattr("components.export.core.paligemma.save", fail)
+  capsys.readouterr()
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out)]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  where = error.filename or str(out)  # the file when the system names one, else the export
+  reason = "no space left on the device" if error.errno == 28 else "permission denied"
+  assert err == [f"export failed: {reason} at {where}: " + ("free some space or use another location" if error.errno
+                                                            == 28 else "fix the permissions or use another location")]
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export is whole
+  assert sorted(p.name for p in out.parent.iterdir()) == ["npz"]

@@ -1,8 +1,11 @@
 """The trainer end to end on the tiny config (random init, synthetic colour captions, CPU):
-it learns, it resumes bit-identically after SIGKILL, SIGTERM checkpoints before exit, 1 device and 8
-devices agree, NaN stops cleanly. Each run is a real `python -m components.finetune` subprocess."""
+it learns, it resumes bit-identically after SIGKILL, SIGTERM checkpoints before exit (and exits 143 at
+once during start-up), 1 device and 8 devices agree, NaN stops cleanly, a damaged latest checkpoint is set
+aside and the run resumes bit-identically from the previous one. Each run is a real
+`python -m components.finetune` subprocess."""
 import json
 import os
+import pathlib
 import random
 import signal
 import subprocess
@@ -136,3 +139,138 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
   params, _ = load_trained_params(str(workdir))
   from components.finetune import policy
   assert all(np.isfinite(v).all() for v in policy.flatten(params).values())
+
+
+# ---------------------------------------------------------------------------------- damaged checkpoints
+def _files(step_dir):
+  return sorted((os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names if n != "checksums.json"),
+                key=lambda p: (-os.path.getsize(p), p))
+
+
+def _truncate(step_dir):
+  path = _files(os.path.join(step_dir, "state"))[0]
+  os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _flip_bytes(step_dir):
+  path = _files(os.path.join(step_dir, "state"))[0]  # the largest: array bytes
+  data = bytearray(open(path, "rb").read())
+  start = max(0, len(data) // 2 - 2048)
+  for i in range(start, min(len(data), start + 4096)):
+    data[i] ^= 0xFF
+  with open(path, "r+b") as f:
+    f.write(data)
+
+
+def _empty_metadata(step_dir):
+  open(os.path.join(step_dir, "state", "_METADATA"), "w").close()
+
+
+def _remove_state_dir(step_dir):
+  import shutil
+  shutil.rmtree(os.path.join(step_dir, "state"))
+
+
+DAMAGE = {"truncated file": _truncate, "flipped bytes": _flip_bytes, "emptied metadata": _empty_metadata,
+          "missing directory": _remove_state_dir}
+
+
+def _steps(workdir):
+  return sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+
+
+def _copy(reference_dir, tmp_path, name):
+  import shutil
+  return pathlib.Path(shutil.copytree(reference_dir, tmp_path / name, symlinks=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_latest_checkpoint_falls_back_and_finishes_bit_identical(damage, reference, tmp_path, dataset_dir,
+                                                                         tokenizer_path, cache_env):
+  workdir = _copy(reference[0], tmp_path, "damaged")
+  latest, previous = _steps(workdir)[-2:][::-1]
+  DAMAGE[damage](workdir / "checkpoints" / str(latest))
+  proc = run_cli(workdir, dataset_dir, tokenizer_path, *STEPS, env_extra=cache_env)
+  said = [line for line in proc.stdout.splitlines() if f"checkpoint step {latest} set aside" in line]
+  assert len(said) == 1, proc.stdout[-3000:]
+  assert f"resumed from step {previous} " in proc.stdout
+  assert "Traceback" not in proc.stdout + proc.stderr
+  assert os.path.isdir(workdir / "checkpoints_set_aside" / str(latest))  # renamed, not deleted
+  want, got = _params(reference[0]), _params(workdir)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name} ({damage})")
+  assert _losses(workdir) == _losses(reference[0])
+
+
+@pytest.mark.slow
+def test_every_checkpoint_damaged_is_one_clear_error(reference, tmp_path, dataset_dir, tokenizer_path, cache_env):
+  workdir = _copy(reference[0], tmp_path, "all_damaged")
+  steps = _steps(workdir)
+  for step in steps:
+    _flip_bytes(workdir / "checkpoints" / str(step))
+  proc = run_cli(workdir, dataset_dir, tokenizer_path, *STEPS, env_extra=cache_env, check=False)
+  assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "Traceback" not in proc.stdout + proc.stderr
+  error = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+  assert len(error) == 1 and "no usable checkpoint in" in error[0], error
+  assert all(f"step {s}: " in error[0] for s in steps) and "does not match its checksum" in error[0]
+  assert _steps(workdir) == [] and sorted(os.listdir(workdir / "checkpoints_set_aside")) == sorted(map(str, steps))
+
+
+@pytest.mark.slow
+def test_reading_a_workdir_skips_a_damaged_checkpoint(reference, tmp_path, caplog):
+  from components.finetune import CheckpointError, load_trained_params, policy
+  workdir = _copy(reference[0], tmp_path, "read")
+  latest, previous = _steps(workdir)[-2:][::-1]
+  _flip_bytes(workdir / "checkpoints" / str(latest))
+  with caplog.at_level("WARNING", logger="components.finetune"):
+    got = policy.flatten(load_trained_params(str(workdir))[0])
+  want = _params(reference[0], str(previous))
+  assert all(np.array_equal(got[k], want[k]) for k in want)
+  assert any(f"checkpoint step {latest}" in r.message and "checksum" in r.message for r in caplog.records)
+  assert str(latest) in os.listdir(workdir / "checkpoints")  # a reader moves nothing
+  with pytest.raises(CheckpointError, match=f"step {latest}: .*does not match its checksum"):
+    load_trained_params(str(workdir), str(latest))
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_exits_143_with_one_line(tmp_path, dataset_dir, tokenizer_path, cache_env):
+  workdir = tmp_path / "start_up"
+  cmd = [sys.executable, "-m", "components.finetune", "--config", TINY_CONFIG, "--workdir", str(workdir),
+         f"--config.data_dir={dataset_dir}", f"--config.tokenizer={tokenizer_path}", *STEPS]
+  proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **cache_env}, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  out = []
+  for line in proc.stdout:
+    out.append(line)
+    if " devices (" in line:  # the trainer's first line: model, compilation and restore are still ahead
+      proc.send_signal(signal.SIGTERM)
+  proc.wait()
+  text = "".join(out)
+  assert proc.returncode == 143, text[-3000:]
+  assert sum("SIGTERM during start-up" in line for line in out) == 1 and "Traceback" not in text
+
+
+_FAILING_WRITE = """
+import errno, sys
+from components.finetune import workdir
+def full(path, data):
+  raise OSError(errno.ENOSPC, "No space left on device")
+workdir.write_bytes = full
+from components.finetune.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_is_one_line_naming_the_workdir(tmp_path, dataset_dir, tokenizer_path):
+  workdir = tmp_path / "full"
+  proc = subprocess.run([sys.executable, "-c", _FAILING_WRITE, "--config", TINY_CONFIG, "--workdir", str(workdir),
+                         f"--config.data_dir={dataset_dir}", f"--config.tokenizer={tokenizer_path}", *STEPS],
+                        cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "Traceback" not in proc.stdout + proc.stderr
+  errors = [line for line in proc.stdout.splitlines() if " ERROR " in line]
+  assert len(errors) == 1 and errors[0].endswith(
+      f"no space left on the device at {workdir}: free some space or use another location"), errors

@@ -3,7 +3,6 @@ the other is told why (locally and on GCS); a record for another task is never o
 import json
 import os
 import threading
-from http import HTTPStatus
 
 import pytest
 
@@ -74,32 +73,9 @@ def test_two_local_promotions_race_and_exactly_one_wins(tmp_path):
 
 
 @pytest.fixture
-def gcs_with_preconditions(gcs_emulator, monkeypatch):
-  """The emulator, taught GCS's `ifGenerationMatch` on uploads (the stock one ignores it,
-  ../shared/reference/STANDINS.md): 412 unless the object's live generation is the one given (0: absent).
-  Its server handles one request at a time, so the check and the write are one step, as on GCS."""
-  from gcp_storage_emulator import server
-  from gcp_storage_emulator.handlers import objects
-
-  insert = objects.insert
-
-  def insert_if_generation_matches(request, response, storage):
-    wanted = request.query.get("ifGenerationMatch")
-    if wanted:
-      name = request.query["name"][0] if "name" in request.query else request.data["meta"]["name"]
-      current = storage.objects.get(request.params["bucket_name"], {}).get(name)
-      if int(wanted[0]) != (int(current["generation"]) if current else 0):
-        response.status = HTTPStatus.PRECONDITION_FAILED
-        response.json({"error": {"code": 412, "message": "At least one of the pre-conditions you specified did "
-                                 "not hold.", "errors": [{"reason": "conditionNotMet"}]}})
-        return
-    insert(request, response, storage)
-
-  monkeypatch.setattr(objects, "insert", insert_if_generation_matches)
-  for _, handlers in server.HANDLERS:
-    if handlers.get(server.POST) is insert:
-      monkeypatch.setitem(handlers, server.POST, insert_if_generation_matches)
-  env, client = gcs_emulator
+def gcs_with_preconditions(gcs_emulator_with_preconditions, monkeypatch):
+  """The emulator with GCS's generation preconditions (tests/conftest.py), this process pointed at it."""
+  env, client = gcs_emulator_with_preconditions
   for name, value in env.items():
     monkeypatch.setenv(name, value)
   client.create_bucket("acme-models")

@@ -1,6 +1,7 @@
 """The real DAG, every step, under the KFP local runner on CPU (tiny settings: the mechanics, not accuracy).
 
-1. The compiled `local` YAML, loaded back with `kfp.components.load_component_from_file`, completes. The
+1. The compiled `local` YAML, loaded back with `kfp.components.load_component_from_file`, completes under a
+   `minio://` pipeline root (every step reads and writes the local path KFP gives for it). The
    champion was promoted "yesterday" on a smaller dataset; today's run re-scores it on today's grown
    validation split, and with a margin no model can clear the gate stops the run before export and says why,
    with every score and the split they came from.
@@ -19,7 +20,39 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = dict(total_steps=2, batch_size=8, eval_limit=4)  # batch: a multiple of the 8 test devices
 
 
-def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path, grow_valid_split):
+@pytest.fixture
+def minio_root(tmp_path, monkeypatch):
+  """A `minio://` pipeline root, as a plain KFP cluster has by default, under the local runner.
+
+  The local runner itself only makes local artifact URIs, so its output artifacts are renamed to
+  `minio://mlpipeline/...`; and KFP's local path for them (`artifact.path`, `/minio/...`, which the KFP
+  launcher fills and uploads) is pointed at a temporary folder, in this process and (through a
+  sitecustomize on PYTHONPATH) in every task's. Returns (local root the runner is given, the mount)."""
+  from kfp.dsl.types import artifact_types
+  from kfp.local import executor_input_utils
+
+  root, mount, site = tmp_path / "root", tmp_path / "mount", tmp_path / "site"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text(
+      "import os\nfrom kfp.dsl.types import artifact_types\n"
+      "artifact_types._MINIO_LOCAL_MOUNT_PREFIX = os.environ['TEST_MINIO_MOUNT']\n")
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+  monkeypatch.setenv("TEST_MINIO_MOUNT", f"{mount}/")
+  monkeypatch.setattr(artifact_types, "_MINIO_LOCAL_MOUNT_PREFIX", f"{mount}/")
+  local_artifacts = executor_input_utils.artifact_type_schema_to_artifact_list
+
+  def minio_artifacts(name, artifact_type, task_root):
+    artifacts = local_artifacts(name, artifact_type, task_root)
+    for artifact in artifacts.artifacts:
+      artifact.uri = "minio://mlpipeline/" + os.path.relpath(artifact.uri, root)
+    return artifacts
+
+  monkeypatch.setattr(executor_input_utils, "artifact_type_schema_to_artifact_list", minio_artifacts)
+  monkeypatch.chdir(tmp_path)  # where a step that took the URI for a path would make a folder `minio:`
+  return root, mount / "mlpipeline"
+
+
+def test_compiled_local_yaml_runs_under_the_local_runner_with_a_minio_root(tmp_path, grow_valid_split, minio_root):
   import kfp.components
   import kfp.local
 
@@ -41,14 +74,16 @@ def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path, grow_valid_sp
   (tmp_path / "models" / "champion.json").write_text(json.dumps(record))
   added = grow_valid_split(arguments["dataset_uri"], 2)  # today: two more labelled validation images
 
-  kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+  root, mount = minio_root
+  kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
   kfp_local_fix.install()
   task = pipeline(**{**arguments, **TINY, "eval_limit": 0, "export_uri": str(tmp_path / "models"),
                      "min_improvement": 1.0})  # no mAP beats anything by more than 1
 
   with open(task.output.path) as f:
     decision = json.load(f)
-  run_dir = tmp_path / "root" / os.listdir(tmp_path / "root")[0]
+  # Every step read and wrote its artifacts where KFP's launcher would upload them from: the minio mount.
+  run_dir = mount / os.listdir(mount)[0]
   with open(run_dir / "convert" / "dataset" / "report.json") as f:
     today = json.load(f)
   assert today["counts"]["valid"] == 6 and today["split_fingerprints"]["valid"] != record["split"]["fingerprint"]
@@ -75,10 +110,16 @@ def test_compiled_local_yaml_runs_under_the_local_runner(tmp_path, grow_valid_sp
   assert os.path.exists(decision["tuned_report"])
   assert os.listdir(tmp_path / "models") == ["champion.json"]
   assert json.loads((tmp_path / "models" / "champion.json").read_text()) == record
+  local_run = root / os.listdir(root)[0]  # the local runner keeps every task's executor output here
   assert {"fingerprint", "download", "convert", "finetune", "evaluate", "evaluate-2", "champion", "rescore",
-          "gate"} <= set(os.listdir(run_dir))
+          "gate"} <= set(os.listdir(local_run))
+  assert {"download", "convert", "finetune", "evaluate", "evaluate-2", "rescore", "gate"} <= set(os.listdir(run_dir))
   with open(run_dir / "finetune" / "tuned_model" / "config.json") as f:
     assert json.load(f)["total_steps"] == 2  # the pipeline parameter reached the trainer
+  assert json.loads((run_dir / "download" / "model_dir" / "model.json").read_text())["name"]
+  assert {"train.jsonl", "valid.jsonl", "test.jsonl", "images", "records"} <= set(
+      os.listdir(run_dir / "convert" / "dataset"))
+  assert not (tmp_path / "minio:").exists() and not (root / "minio:").exists()
 
 
 def test_pipelines_local_end_to_end(tmp_path):

@@ -9,6 +9,7 @@ Captioning: one row per caption annotation (`captions_*.json`).
 """
 from __future__ import annotations
 
+import collections
 import glob
 import json
 import os
@@ -65,14 +66,29 @@ def read(path: str, task: str, **_) -> Source:
         raise ValueError(f"{json_path} is not valid JSON ({e}); re-export the annotations") from None
     if not isinstance(coco, dict) or "images" not in coco:
       raise ValueError(f"{json_path} has no 'images' list; is it a COCO file?")
-    images = {img["id"]: img for img in coco["images"]}
-    per_image = {image_id: [] for image_id in images}
+    # An image id used by two images cannot say which image its annotations belong to: all of them are
+    # rejected (reported per image, or per caption), and none of their boxes is attached to either image.
+    entries = collections.defaultdict(list)
+    for img in coco["images"]:
+      entries[img.get("id")].append(img)
+    shared = {image_id: imgs for image_id, imgs in entries.items() if len(imgs) > 1}
+    images = {image_id: imgs[0] for image_id, imgs in entries.items() if image_id not in shared}
+    per_image = {image_id: [] for image_id in entries}
     for i, ann in enumerate(coco.get("annotations", [])):
-      if ann.get("image_id") not in images:
+      if ann.get("image_id") not in entries:
         issues.append(Issue(name, f"annotation {ann.get('id', i)}",
                             f"refers to image id {ann.get('image_id')!r}, which is not in 'images'; fix or delete it"))
         continue
       per_image[ann["image_id"]].append(ann)
+    for image_id, imgs in shared.items():
+      files = ", ".join(str(img.get("file_name", "")) for img in imgs)
+      reason = (f"image id {image_id!r} is used by {len(imgs)} images ({files}): its annotations cannot be told "
+                "apart; give each image its own id")
+      if task == "caption":  # the rows are the captions, which belong to no one image
+        issues += [Issue(name, f"annotation {ann.get('id')}", reason) for ann in per_image[image_id] if "caption" in ann]
+      else:
+        issues += [Issue(name, image_id, reason, image=_image_path(root, json_dir, str(img.get("file_name", "")), name))
+                   for img in imgs]
     categories = {c["id"]: c["name"] for c in coco.get("categories", [])}
     source_categories = {**categories, **source_categories}  # the first file's name wins a clash
     used = {a.get("category_id") for anns in per_image.values() for a in anns}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from components.convert.rows import canonical_split
+from components.convert.rows import Issue, Row, Source, canonical_split
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif", ".ppm", ".pgm")
 
@@ -52,3 +52,53 @@ def join_rel(*parts: str) -> str:
 
 def rel(path: str, root: str) -> str:
   return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def account_duplicates(source: Source, task: str) -> None:
+  """Duplicates are reported, never merged silently (every source row ends up kept or in `issues`):
+
+  - a box that repeats an earlier box of its row (same class and coordinates) is dropped, noted as a repair;
+  - a row that repeats an earlier row of its split (same image, prompt and labels) is rejected as a
+    duplicate of it;
+  - in detection, rows of one split that give one image (and prompt) different boxes are all rejected: no
+    one of them can be trusted to hold all of the image's boxes (two annotation files, or two image
+    entries, for one file).
+  Splits given by the source are left as they are, even where they share an image.
+  """
+  for row in source.rows:
+    if row.objects:
+      seen, kept = {}, []
+      for i, obj in enumerate(row.objects, start=1):
+        key = (obj.label, tuple(obj.box), obj.normalized)
+        if key in seen:
+          row.repairs.append(f"box {i} ({obj.label!r}) dropped: a copy of box {seen[key]} (same class and coordinates)")
+          continue
+        seen[key] = i
+        kept.append(obj)
+      row.objects = kept
+  first, unique = {}, []
+  for row in source.rows:
+    key = (row.split, row.image, row.prefix, row.suffix, _boxes(row))
+    if key in first:
+      other = first[key]
+      source.issues.append(Issue(row.file, row.row, f"duplicate of {other.file}, row {other.row} (same image and "
+                                                    "labels); dropped", image=row.image))
+      continue
+    first[key] = row
+    unique.append(row)
+  if task == "detect":
+    by_image = {}
+    for row in unique:
+      by_image.setdefault((row.split, row.image, row.prefix), []).append(row)
+    conflicting = {id(r) for rows in by_image.values() if len(rows) > 1 for r in rows}
+    for (_, image, _), rows in by_image.items():
+      if len(rows) > 1:
+        where = "; ".join(f"{r.file}, row {r.row}" for r in rows)
+        source.issues += [Issue(r.file, r.row, f"image {image} has {len(rows)} annotation rows with different boxes "
+                                               f"({where}); keep one row with all its boxes", image=image) for r in rows]
+    unique = [r for r in unique if id(r) not in conflicting]
+  source.rows = unique
+
+
+def _boxes(row: Row):
+  return None if row.objects is None else tuple(sorted((o.label, tuple(o.box), o.normalized) for o in row.objects))

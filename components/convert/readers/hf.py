@@ -10,6 +10,7 @@ workers can read files like for every other format.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> 
   import datasets
   dataset_dict = _load(path, scratch)
   rows, issues, classes = [], [], None
+  written = {}  # (split, sha256 of the image bytes) -> the file written for them
   for split_name, ds in dataset_dict.items():
     split = canonical_split(split_name) if split_name else None
     if split_name and split is None:
@@ -68,7 +70,7 @@ def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> 
       classes = classes or _class_names(ds)
     file = f"{path}[{split_name}]" if split_name else path
     for index, example in enumerate(ds):
-      image = _write_image(example[image_col], scratch, split_name or "all", index)
+      image = _write_image(example[image_col], scratch, split_name or "all", index, written)
       if image is None:
         issues.append(Issue(file, index, "the image cell is empty; fill it or drop the row"))
         continue
@@ -82,18 +84,24 @@ def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> 
   return Source(root=scratch, rows=rows, classes=classes, issues=issues)
 
 
-def _write_image(cell, scratch: str, split: str, index: int) -> str | None:
+def _write_image(cell, scratch: str, split: str, index: int, written: dict) -> str | None:
+  """The image's file in `scratch`; rows of one split with the same image bytes share one file, so that they
+  are rows of one image (a repeated row is then reported as a duplicate, not converted twice)."""
   if not cell or not (cell.get("bytes") or cell.get("path")):
     return None
   data = cell.get("bytes")
   if data is None:
     with open(cell["path"], "rb") as f:
       data = f.read()
+  digest = (split, hashlib.sha256(data).hexdigest())
+  if digest in written:
+    return written[digest]
   ext = os.path.splitext(cell.get("path") or "")[1].lower() or ".img"
   relpath = f"{split or 'all'}/{index:06d}{ext}"
   os.makedirs(os.path.join(scratch, split or "all"), exist_ok=True)
   with open(os.path.join(scratch, relpath), "wb") as f:
     f.write(data)
+  written[digest] = relpath
   return relpath
 
 

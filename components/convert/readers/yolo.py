@@ -7,6 +7,7 @@ polygon: its bounding box is used. An image without a label file is an example w
 """
 from __future__ import annotations
 
+import collections
 import os
 
 import yaml
@@ -55,13 +56,22 @@ def read(path: str, task: str, **_) -> Source:
   rows, issues = [], []
   for images_dir, labels_dir, split in _pairs(root):
     images = list_images(os.path.join(root, images_dir))
-    stems = set()
+    by_stem = collections.defaultdict(list)  # a.jpg and a.png would both read labels/a.txt
+    for image in images:
+      by_stem[os.path.splitext(image)[0]].append(image)
+    stems = set(by_stem)
     for image in images:
       stem = os.path.splitext(image)[0]
-      stems.add(stem)
       label = f"{labels_dir}/{stem}.txt"
+      has_label = os.path.isfile(os.path.join(root, label))
+      if has_label and len(by_stem[stem]) > 1:
+        others = ", ".join(by_stem[stem])
+        issues.append(Issue(label, 0, f"images {others} share this label file, which belongs to one of them only; "
+                                      "rename the others (YOLO pairs an image and its labels by name)",
+                            image=join_rel(images_dir, image)))
+        continue
       row = Row(join_rel(images_dir, image), label, 0, split, objects=[])
-      if os.path.isfile(os.path.join(root, label)):
+      if has_label:
         _read_labels(os.path.join(root, label), names, row)
       else:
         row.file = join_rel(images_dir, image)
