@@ -273,3 +273,28 @@ def test_codec_from_a_model_directory_and_clear_errors(tmp_path, imgs, codec_pat
   with pytest.raises(ConversionError, match="has no usable row"):
     (src / "annotations.json").write_text(json.dumps({**coco, "annotations": []}))
     _run(src / "annotations.json", "coco", tmp_path / "g", codec_path)
+
+
+def test_cli_and_component_take_the_codec(tmp_path, imgs, codec_path, capsys):
+  from kfp.dsl import Dataset
+
+  from components.convert.__main__ import main
+  from components.convert.component import _convert_dataset
+
+  src = tmp_path / "src"
+  (src / "images").mkdir(parents=True)
+  imgs.rgb(src / "images" / "a.jpg", W, H)
+  (src / "labels").mkdir()
+  (src / "data.yaml").write_text("names: [cat]\n")
+  (src / "labels" / "a.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.6\n")
+  args = ["--input", str(src), "--format", "yolo", "--task", "segment", "--splits", "train=1", "--workers", "1",
+          "--no-progress"]
+  assert main(args + ["--output", str(tmp_path / "none")]) == 2
+  assert capsys.readouterr().err.strip().startswith("error: --task segment needs the mask codec")
+  assert main(args + ["--output", str(tmp_path / "cli"), "--vqvae", codec_path]) == 0
+
+  dataset = Dataset(uri=str(tmp_path / "kfp"))
+  _convert_dataset(str(src), "yolo", "segment", dataset, splits="train=1", workers=1, vqvae=codec_path)
+  cli, kfp = ([json.loads(line) for line in open(tmp_path / d / "train.jsonl")] for d in ("cli", "kfp"))
+  assert [(r["prefix"], r["suffix"], r["masks"]) for r in cli] == [(r["prefix"], r["suffix"], r["masks"]) for r in kfp]
+  assert cli[0]["prefix"] == "segment cat" and cli[0]["suffix"].count("<seg") == 16
