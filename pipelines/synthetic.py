@@ -1,4 +1,4 @@
-"""The offline demo's inputs: a synthetic detection dataset and a small random-init PaliGemma.
+"""The offline demo's inputs: a synthetic detection (or segmentation) dataset and a small random-init PaliGemma.
 
 The dataset is a COCO export in Roboflow's layout (`{train,valid}/_annotations.coco.json`, images beside),
 the same thing a user uploads, so the demo runs the real convert step. Each image holds 1-2 shapes
@@ -144,6 +144,36 @@ def segmentation_image(rng: np.random.Generator, size: int, classes: tuple[str, 
     objects = [(c, m & ~drawn, n) for c, m, n in objects] + [(shape, drawn, int(drawn.sum()))]
   kept = [(c, m) for c, m, n in objects if m.sum() >= 0.2 * n]
   return image, sorted(kept, key=lambda o: int(np.flatnonzero(o[1].any(axis=0))[0]))
+
+
+def make_segmentation_dataset(out_dir: str, *, train: int, valid: int, image_size: int, seed: int = 0,
+                              classes: tuple[str, ...] = SEGMENT_CLASSES, max_objects: int = 3) -> str:
+  """Writes a Roboflow-style COCO instance-segmentation export (`{train,valid}/_annotations.coco.json`, PNG
+  images beside) of `segmentation_image`s; returns `out_dir`. Each object's `segmentation` is its visible mask
+  as COCO compressed RLE (occluded shapes are not polygons), `bbox` and `area` those of that mask:
+  `python -m components.convert --format coco --task segment` reads it."""
+  from pycocotools import mask as mask_utils
+
+  rng = np.random.default_rng(seed)
+  categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)]
+  category_id = {c["name"]: c["id"] for c in categories}
+  for split, count in (("train", train), ("valid", valid)):
+    split_dir = os.path.join(out_dir, split)
+    os.makedirs(split_dir, exist_ok=True)
+    images, annotations = [], []
+    for i in range(count):
+      image, objects = segmentation_image(rng, image_size, classes, max_objects)
+      file_name = f"{split}_{i:05d}.png"
+      image.save(os.path.join(split_dir, file_name))
+      images.append({"id": i, "file_name": file_name, "width": image_size, "height": image_size})
+      for shape, mask in objects:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        annotations.append({"id": len(annotations), "image_id": i, "category_id": category_id[shape],
+                            "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()},
+                            "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": int(mask.sum()), "iscrowd": 0})
+    with open(os.path.join(split_dir, "_annotations.coco.json"), "w") as f:
+      json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+  return out_dir
 
 
 def segmentation_masks64(count: int, *, seed: int = 0, image_size: int = 96) -> np.ndarray:
