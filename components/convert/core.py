@@ -92,6 +92,7 @@ def convert(cfg: ConvertConfig) -> dict:
     codec = segment.load_codec(cfg.vqvae) if cfg.task == "segment" else None
     source = READERS[cfg.format](storage.fetch_input(cfg.input, scratch), cfg.task,
                                  scratch=os.path.join(scratch, "hf"), bbox_format=cfg.bbox_format)
+    _check_labels(source)
     classes = segment.rows_by_class(source, cfg.classes) if cfg.task == "segment" else None
     account_duplicates(source, cfg.task)  # duplicate rows, boxes and masks: reported, never merged silently
     classes = _resolve_classes(cfg, source) if cfg.task == "detect" else classes
@@ -127,15 +128,19 @@ def convert(cfg: ConvertConfig) -> dict:
       shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _resolve_classes(cfg: ConvertConfig, source: Source) -> list[str]:
-  """The class list of the detect prompt; objects of other classes are dropped (and reported) when
-  `--classes` restricts them. Names that would break the loc text are an error naming their row."""
+def _check_labels(source: Source) -> None:
+  """Box and mask labels that would break the loc text are an error naming their row."""
   for row in source.rows:
-    for obj in row.objects or ():
+    for item in [*(row.objects or ()), *(row.masks or ())]:
       try:
-        obj.label = check_class_name(obj.label)
+        item.label = check_class_name(item.label)
       except ValueError as e:
         raise ConversionError(f"{row.file}, row {row.row} (image {row.image}): {e}") from None
+
+
+def _resolve_classes(cfg: ConvertConfig, source: Source) -> list[str]:
+  """The class list of the detect prompt; objects of other classes are dropped (and reported) when
+  `--classes` restricts them."""
   used = [o.label for r in source.rows for o in r.objects or ()]
   if cfg.classes:
     classes = [check_class_name(c) for c in cfg.classes]

@@ -29,13 +29,8 @@ class SegmentError(ValueError):
 
 def rows_by_class(source: Source, classes: tuple[str, ...] | None) -> list[str]:
   """Splits each image row with masks into one row per class present (`--classes`: only those, in that order;
-  masks of other classes dropped as repairs). Returns the class list. An image left with no mask is rejected."""
-  for row in source.rows:
-    for m in row.masks or ():
-      try:
-        m.label = check_class_name(m.label)
-      except ValueError as e:
-        raise SegmentError(f"{row.file}, row {row.row} (image {row.image}): {e}") from None
+  masks of other classes dropped as repairs). Returns the class list. An image left with no mask is rejected.
+  (Labels are checked before: `core._check_labels`.)"""
   used = [m.label for r in source.rows for m in r.masks or ()]
   if classes:
     order = [check_class_name(c) for c in classes]

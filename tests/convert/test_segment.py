@@ -298,3 +298,13 @@ def test_cli_and_component_take_the_codec(tmp_path, imgs, codec_path, capsys):
   cli, kfp = ([json.loads(line) for line in open(tmp_path / d / "train.jsonl")] for d in ("cli", "kfp"))
   assert [(r["prefix"], r["suffix"], r["masks"]) for r in cli] == [(r["prefix"], r["suffix"], r["masks"]) for r in kfp]
   assert cli[0]["prefix"] == "segment cat" and cli[0]["suffix"].count("<seg") == 16
+
+
+def test_a_class_name_that_breaks_the_text_names_its_row(tmp_path, imgs, codec_path):
+  src = tmp_path / "src"
+  (src / "images").mkdir(parents=True)
+  (src / "masks" / "a").mkdir(parents=True)
+  imgs.rgb(src / "images" / "a.jpg", W, H)
+  Image.fromarray(_rect(2, 2, 9, 9).astype(np.uint8) * 255).save(src / "masks" / "a" / "cat<1>_1.png")
+  with pytest.raises(ConversionError, match=r"masks/a, row 0 \(image images/a.jpg\): class name 'cat<1>'"):
+    _run(src, "mask-png", tmp_path / "out", codec_path)
