@@ -92,7 +92,8 @@ def run_task(task: Task, staging_dir: str, options: ImageOptions) -> TaskResult:
 def _fix_masks(task: Task, row: Row, geometry: "_Geometry", result: RowResult) -> None:
   """Each mask in written pixels, its tight box and its 64x64 crop; unusable masks dropped and reported,
   a row left with none rejected."""
-  from components.paligemma.segmentation import crop_resize_mask, mask_box  # numpy only; jax stays unloaded
+  # (numpy functions; imported here so that the workers of other tasks do not import the model library)
+  from components.paligemma.segmentation import crop_resize_mask, mask_box
 
   kept, crops, dropped = [], [], []
   for m in row.masks:
