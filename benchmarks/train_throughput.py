@@ -23,7 +23,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import paligemma  # noqa: E402
-from components.finetune import config as config_lib, policy, sharding, state as state_lib  # noqa: E402
+from components.common import policy, sharding  # noqa: E402
+from components.finetune import config as config_lib, state as state_lib  # noqa: E402
 
 
 def make_batch(model_cfg, batch: int, text_len: int, seed: int = 0) -> dict:

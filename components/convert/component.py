@@ -8,7 +8,7 @@ a local folder on the local runner), so the finetune and evaluate steps receive 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Output[Dataset], classes: str = "",

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 
-from components.convert.records import RECORDS_DIR
+from components.common.records import RECORDS_DIR
 
 JSONL_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl")
 REPORT = "report.json"

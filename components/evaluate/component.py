@@ -9,7 +9,7 @@ to the `report` HTML artifact, which the Vertex AI console renders.
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],

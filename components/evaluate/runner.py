@@ -117,7 +117,7 @@ def _load_image(data_dir: str, row: dict, size: int) -> np.ndarray | str:
 # --------------------------------------------------------------------------------------------- sharding
 
 def _param_shardings(params, mesh):
-  from components.finetune import sharding as fsdp
+  from components.common import sharding as fsdp
   total = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
   stats = mesh.devices.flat[0].memory_stats() or {}
   limit = stats.get("bytes_limit")
@@ -129,7 +129,7 @@ def _param_shardings(params, mesh):
 
 def make_mesh(devices=None):
   """A ('data', 'fsdp') mesh, batch over both: the trainer's axis names, so the model's sharding hints apply."""
-  from components.finetune.sharding import make_mesh as trainer_mesh
+  from components.common.sharding import make_mesh as trainer_mesh
   return trainer_mesh(data=1, fsdp=-1, devices=devices)
 
 

@@ -9,7 +9,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _export_model(model: Input[Model], export_format: str, exported: Output[Model], checkpoint_file: str = "",

@@ -9,7 +9,7 @@ checkpoints in the same output URI and resumes.
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_model: Output[Model],

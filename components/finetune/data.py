@@ -19,7 +19,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from components.convert import records
+from components.common import records
 
 _TEXT_KEYS = ("text", "mask_ar", "mask_loss")
 

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from components import paligemma
+from components.common import policy, sharding
 from components.finetune import config as config_lib
-from components.finetune import policy, sharding
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,7 +81,8 @@ def compile_step(config, devices, batch: int):
   import jax
   import jax.numpy as jnp
   from components import paligemma
-  from components.finetune import sharding, state as state_lib
+  from components.common import sharding
+  from components.finetune import state as state_lib
   config.unlock()
   config.batch_size = batch
   config.lock()

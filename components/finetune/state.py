@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from components import paligemma
-from components.finetune import optim, params, sharding
+from components.common import sharding
+from components.finetune import optim, params
 from components.finetune import step as step_lib
 
 

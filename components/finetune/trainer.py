@@ -18,7 +18,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from components import paligemma
-from components.finetune import checkpoints, data, flops, params, sharding, state as state_lib, workdir as wd
+from components.common import sharding, train_checkpoints as checkpoints
+from components.finetune import data, flops, params, state as state_lib, workdir as wd
 from components.finetune import config as config_lib
 
 log = logging.getLogger("components.finetune")

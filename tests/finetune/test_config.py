@@ -5,7 +5,8 @@ import pathlib
 import jax
 import pytest
 
-from components.finetune import config as config_lib, sharding, state
+from components.common import sharding
+from components.finetune import config as config_lib, state
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[2] / "components/finetune/configs").glob("*.py"))
 

@@ -10,7 +10,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from components import paligemma
-from components.finetune import config as config_lib, optim, params, policy, sharding
+from components.common import policy, sharding
+from components.finetune import config as config_lib, optim, params
 
 @pytest.fixture(scope="module")
 def abstract():

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from components.finetune import config as config_lib, policy, sharding, state as state_lib
+from components.common import policy, sharding
+from components.finetune import config as config_lib, state as state_lib
 from _finetune_helpers import TINY_CONFIG
 
 

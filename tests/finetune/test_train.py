@@ -23,7 +23,8 @@ def _losses(workdir) -> dict:
 
 
 def _params(workdir, which="latest"):
-  from components.finetune import load_trained_params, policy
+  from components.common import policy
+  from components.finetune import load_trained_params
   params, _ = load_trained_params(str(workdir), which)
   return policy.flatten(params)
 
@@ -134,5 +135,5 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
   assert steps and max(steps) < bad_step
   from components.finetune import load_trained_params
   params, _ = load_trained_params(str(workdir))
-  from components.finetune import policy
+  from components.common import policy
   assert all(np.isfinite(v).all() for v in policy.flatten(params).values())

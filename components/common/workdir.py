@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 
 from components import paligemma
-from components.finetune import checkpoints, params, policy, sharding, state as state_lib
+from components.common import policy, sharding, train_checkpoints as checkpoints
+from components.finetune import params, state as state_lib
 from components.finetune import config as config_lib
 from components.finetune import workdir as wd
 
