@@ -47,7 +47,7 @@ def ours(config, batch: dict, steps: int, warmup: int):
   params = policy.merge(jax.tree.map(np.asarray, state["train"]["params"]), jax.tree.map(np.asarray, frozen))
   step = state_lib.train_step_fn(setup, config)
   placed = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh):
     for _ in range(warmup):
       state, metrics = step(state, frozen, placed)
     jax.block_until_ready(state)

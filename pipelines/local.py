@@ -39,12 +39,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--classes", default="")
   p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
                  "real models, pipelines/local_demo.py for the demo)")
-  p.add_argument("--trainable", default="", help="preset or regexes (default: the config's)")
-  p.add_argument("--steps", type=int, default=0, help="training steps (default: the config's)")
-  p.add_argument("--epochs", type=float, default=0.0)
-  p.add_argument("--batch", type=int, default=0)
-  p.add_argument("--lr", type=float, default=0.0)
-  p.add_argument("--text-len", type=int, default=0)
+  p.add_argument("--trainable", help="preset or regexes (default: the config's)")
+  p.add_argument("--steps", type=int, help="training steps (default: the config's; replaces its epochs)")
+  p.add_argument("--epochs", type=float, help="training epochs (default: the config's; replaces its steps)")
+  p.add_argument("--batch", type=int)
+  p.add_argument("--lr", type=float)
+  p.add_argument("--text-len", type=int)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="any other finetune config override, e.g. --set lora.rank=8 (repeatable)")
   p.add_argument("--eval-limit", type=int, default=0, help="evaluate on at most N examples (0 = all)")
@@ -78,7 +78,6 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
            demo["train_images"], demo["valid_images"], demo["model"])
   return dict(model=demo["model"], model_source=checkpoint, dataset_uri=dataset, dataset_format="coco",
               task="detect", finetune_config=os.path.abspath(local_demo.__file__), seed=demo["seed"],
-              finetune_overrides=[f"seed={demo['seed']}"],
               max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
 
 
@@ -93,11 +92,11 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
       arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
     if args.config:
       arguments["finetune_config"] = args.config
-  arguments.update(classes=args.classes, trainable=args.trainable, total_steps=args.steps, epochs=args.epochs,
-                   batch_size=args.batch, lr=args.lr, text_len=args.text_len,
-                   finetune_overrides=arguments.get("finetune_overrides", []) + args.set,
-                   export_uri=os.path.join(output, "models"), export_format=args.export_format,
-                   champion_uri=args.champion, min_metric=args.min_metric)
+  arguments.update(classes=args.classes, finetune_overrides=args.set, export_uri=os.path.join(output, "models"),
+                   export_format=args.export_format, champion_uri=args.champion, min_metric=args.min_metric)
+  finetune = dict(trainable=args.trainable, total_steps=args.steps, epochs=args.epochs, batch_size=args.batch,
+                  lr=args.lr, text_len=args.text_len)
+  arguments.update({k: v for k, v in finetune.items() if v is not None})  # unset: the finetune config's value
   if args.eval_limit:
     arguments["eval_limit"] = args.eval_limit
   if args.max_decode_len:

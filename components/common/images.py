@@ -2,14 +2,15 @@
 
 `images/Dockerfile.{cpu,gpu,tpu}` build them; `infra/` creates the Artifact Registry repository they are
 pushed to. A compiled pipeline names `REGISTRY/paligemma-pipelines-FLAVOR:VERSION`, so a pipeline compiled
-by version X always runs the steps of version X.
+by version X always runs the steps of version X. Each step's `component.py` names its default image from
+here; the pipeline (`pipelines.steps`) rebinds the steps to its target's image.
 """
 from __future__ import annotations
 
-import importlib.metadata
+from components import __version__
 
 PACKAGE = "paligemma-pipelines"
-PACKAGE_VERSION = importlib.metadata.version(PACKAGE)
+PACKAGE_VERSION = __version__  # not importlib.metadata: a checkout that is not pip-installed works too
 FLAVORS = ("cpu", "gpu", "tpu")
 # The pip extra each image installs (pyproject.toml [project.optional-dependencies]); the CPU image has none.
 EXTRA = {"cpu": "", "gpu": "gpu", "tpu": "tpu"}

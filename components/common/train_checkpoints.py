@@ -33,7 +33,8 @@ def manager(workdir: str, *, keep: int = 2, async_save: bool = True, read_only: 
   options = ocp.CheckpointManagerOptions(
       preservation_policy=keep_policy, enable_async_checkpointing=async_save, read_only=read_only,
       create=not read_only)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=("state", "data"), options=options)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, data_state: dict, val_loss: float | None = None,
@@ -49,6 +50,15 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[dict
   out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                   data=ocp.args.JsonRestore()))
   return out["state"], out["data"]
+
+
+def saved_state(mgr: ocp.CheckpointManager, step: int, device) -> dict:
+  """The restore target of a step's state as it was saved (shapes, dtypes), every leaf on `device`: for
+  readers that have neither the run's optimizer nor its mesh."""
+  metadata = mgr.item_metadata(step)["state"]
+  tree = getattr(metadata, "tree", metadata)  # recent orbax wraps the tree in a TreeMetadata
+  place = jax.sharding.SingleDeviceSharding(device)
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=place), tree)
 
 
 def pick_step(mgr: ocp.CheckpointManager, which: str) -> int | None:

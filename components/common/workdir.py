@@ -1,8 +1,9 @@
-"""`load_trained_params(path, which)`: the weights a run produced, as plain numpy f32, LoRA merged.
+"""Reading a finetune workdir (docs/ARCHITECTURE.md "A finetune workdir"): its file names, and
+`load_trained_params(path, which)`, the weights a run produced as plain numpy f32 with LoRA merged.
 
 Evaluation and export call this; it needs no mesh and runs on one CPU device. The frozen weights come
-from where the run got them (the base .npz named in config.json, or the same seeded random init), the
-trained ones from the orbax checkpoint.
+from where the run got them (the base .npz named in model.json, or the same seeded random init), the
+trained ones from the orbax checkpoint, restored as saved (shapes and dtypes from its own metadata).
 """
 from __future__ import annotations
 
@@ -11,15 +12,28 @@ import json
 import logging
 import os
 
+import fsspec
 import jax
-import ml_collections
+import jax.numpy as jnp
 import numpy as np
 
 from components import paligemma
-from components.common import policy, sharding, train_checkpoints as checkpoints
-from components.finetune import params, state as state_lib
-from components.finetune import config as config_lib
-from components.finetune import workdir as wd
+from components.common import policy, train_checkpoints as checkpoints
+
+CONFIG, MODEL, TOKENIZER, METRICS = "config.json", "model.json", "tokenizer.model", "metrics.jsonl"
+
+
+def read_bytes(path: str) -> bytes | None:
+  fs, _ = fsspec.core.url_to_fs(path)
+  if not fs.exists(path):
+    return None
+  with fsspec.open(path, "rb") as f:
+    return f.read()
+
+
+def read_json(path: str):
+  data = read_bytes(path)
+  return None if data is None else json.loads(data)
 
 
 def _to_f32(tree):
@@ -42,6 +56,16 @@ def _orbax_quiet():
     absl_logger.setLevel(level)
 
 
+def _frozen_weights(config: dict, model_json: dict, model_cfg: dict) -> dict:
+  """The weights the run did not train, as it held them (cast to its frozen_dtype)."""
+  if model_json.get("base_checkpoint"):  # the init .npz
+    weights = paligemma.load(model_json["base_checkpoint"], model_cfg)
+  else:  # the same seeded random init the run started from
+    weights = jax.jit(lambda key: paligemma.init_params(model_cfg, key))(jax.random.key(config["seed"]))
+  _, frozen = policy.split_trainable(weights, policy.trainable_regexes(config["trainable"]))
+  return jax.tree.map(lambda x: np.asarray(x).astype(jnp.dtype(config["frozen_dtype"])), frozen)
+
+
 def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
   """(params: nested dict of float32 numpy arrays, model_cfg) from a finetune workdir or an .npz.
 
@@ -49,33 +73,26 @@ def load_trained_params(path: str, which: str = "latest") -> tuple[dict, dict]:
   """
   path = str(path)
   if path.endswith(".npz"):
-    model_json = wd.read_json(os.path.join(os.path.dirname(path), wd.MODEL))
+    model_json = read_json(os.path.join(os.path.dirname(path), MODEL))
     if model_json is None:
       raise FileNotFoundError(f"{path}: no model.json beside it; an .npz needs its model directory")
     model_cfg = _model_cfg(model_json)
     return _to_f32(paligemma.load(path, model_cfg)), model_cfg
 
-  config_json = wd.read_bytes(os.path.join(path, wd.CONFIG))
-  model_json = wd.read_json(os.path.join(path, wd.MODEL))
-  if config_json is None or model_json is None:
-    raise FileNotFoundError(f"{path} is not a finetune workdir (no {wd.CONFIG}/{wd.MODEL}); pass a workdir "
+  config = read_json(os.path.join(path, CONFIG))
+  model_json = read_json(os.path.join(path, MODEL))
+  if config is None or model_json is None:
+    raise FileNotFoundError(f"{path} is not a finetune workdir (no {CONFIG}/{MODEL}); pass a workdir "
                             "written by components.finetune or an .npz")
-  config = ml_collections.ConfigDict(json.loads(config_json))
-  mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+  model_cfg = _model_cfg(model_json)
   with _orbax_quiet():
     mgr = checkpoints.manager(path, read_only=True)
     step = checkpoints.pick_step(mgr, which)
     if step is None:
       raise FileNotFoundError(f"{checkpoints.checkpoint_dir(path)} holds no checkpoint yet")
-    setup = state_lib.build(config, mesh, total_steps=1)
-    state, _ = checkpoints.restore(mgr, step, setup.abstract_state)
+    state, _ = checkpoints.restore(mgr, step, checkpoints.saved_state(mgr, step, jax.devices("cpu")[0]))
     mgr.close()
-  if setup.source.checkpoint:  # frozen weights: the base checkpoint, as trained (cast to frozen_dtype)
-    base = paligemma.load(setup.source.checkpoint, setup.source.model_cfg)
-    _, frozen = policy.split_trainable(base, config_lib.trainable_regexes(config.trainable))
-    frozen = jax.tree.map(lambda x, a: np.asarray(x).astype(a.dtype), frozen, setup.abstract_frozen)
-  else:  # the same seeded random init the run started from
-    _, frozen, _ = params.init_params(setup.model, setup.source, config, mesh)
-  merged = policy.merge(_to_f32(state["train"]["params"]), _to_f32(frozen))
-  merged = policy.apply_lora(merged, _to_f32(state["train"]["lora"]), params.lora_scale(config))
-  return _to_f32(merged), _model_cfg(model_json)
+  merged = policy.merge(_to_f32(state["train"]["params"]), _to_f32(_frozen_weights(config, model_json, model_cfg)))
+  lora = config["lora"]
+  merged = policy.apply_lora(merged, _to_f32(state["train"]["lora"]), policy.lora_scale(lora["rank"], lora["alpha"]))
+  return _to_f32(merged), model_cfg

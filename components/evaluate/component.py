@@ -23,8 +23,7 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   import os
   import shutil
 
-  from components.evaluate.task import run_evaluate
-  from pipelines.runtime import scalar_metrics  # nested keys joined with '/', None left out
+  from components.evaluate.task import run_evaluate, scalar_metrics  # nested keys joined with '/', None left out
 
   values = scalar_metrics(run_evaluate(model.path, dataset.path, task, evaluation.path, split=split,
                                        sampler=sampler, max_decode_len=max_decode_len, limit=limit,

@@ -25,8 +25,7 @@ def _export_model(model: Input[Model], export_format: str, exported: Output[Mode
   into the `exported` artifact; either way the artifact's metadata `uri` says where the export is."""
   import json
 
-  from components.export.task import run_export
-  from pipelines.runtime import export_location
+  from components.export.task import export_location, run_export
 
   checkpoint = f"{model.path.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model.path
   metrics_uri = f"{evaluation.path.rstrip('/')}/metrics.json" if evaluation else ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import importlib.metadata
 import json
 import logging
 import pathlib
@@ -27,6 +26,7 @@ import fsspec
 import ml_dtypes
 import numpy as np
 
+import components
 from components import paligemma
 from components.common.atomic import write_json_atomic
 from components.common.checkpoints import join, resolve_checkpoint
@@ -107,7 +107,7 @@ def _registry_request(cfg: ExportConfig) -> dict:
 
 
 def _version() -> str:
-  return importlib.metadata.version("paligemma-pipelines")
+  return components.__version__
 
 
 def _read_evaluation(path: str | None) -> dict | None:
@@ -147,7 +147,7 @@ def _load_source(checkpoint: str, which: str) -> _Source:
             "sha256": upstream.get("files", {}).get(resolved.path.rsplit("/", 1)[-1], {}).get("sha256")}
     return _Source(params, model_cfg, resolved.tokenizer, name, info, None)
 
-  from components.finetune import load_trained_params  # imported here: the trainer pulls in orbax and optax
+  from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
 
   params, model_cfg = load_trained_params(resolved.path, which)
   config = _read(join(directory, "config.json"))

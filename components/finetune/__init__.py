@@ -8,5 +8,5 @@
     params, model_cfg = load_trained_params(workdir, which="best")
 """
 from components.common.workdir import load_trained_params  # evaluate and export import it from common
-from components.finetune.config import TRAINABLE_PRESETS, defaults, load_config
+from components.finetune.config import TRAINABLE_PRESETS, ConfigError, Setting, defaults, load_config
 from components.finetune.trainer import TrainingDiverged, train

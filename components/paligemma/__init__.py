@@ -7,7 +7,8 @@
 """
 from components.paligemma import configs
 from components.paligemma.decode import decode, decode_uncached, parse_sampler
-from components.paligemma.model import Model, make_attn_mask
+from components.paligemma.model import Model, init_params, make_attn_mask
+from components.paligemma.preprocess import preprocess_image
 from components.paligemma.checkpoint import CheckpointError, flatten_params, load, save, unflatten_params
 from components.paligemma.tokenizer import Tokenizer, train_small_tokenizer
 from components.paligemma.hf import from_hf, to_hf
