@@ -12,8 +12,16 @@ from components import __version__
 PACKAGE = "paligemma-pipelines"
 PACKAGE_VERSION = __version__  # not importlib.metadata: a checkout that is not pip-installed works too
 FLAVORS = ("cpu", "gpu", "tpu")
-# The pip extra each image installs (pyproject.toml [project.optional-dependencies]); the CPU image has none.
+# The accelerator extra of each image (pyproject.toml [project.optional-dependencies]); the CPU image has none.
 EXTRA = {"cpu": "", "gpu": "gpu", "tpu": "tpu"}
+# What every image installs besides: whatever a pipeline parameter may ask of a step works in it
+# (export_format hf, task caption, dataset_format hf).
+STEP_EXTRAS = ("hf", "hf-data", "caption")
+
+
+def image_extras(flavor: str) -> str:
+  """The extras `images/Dockerfile.FLAVOR` installs, as pip writes them: `tpu,hf,hf-data,caption`."""
+  return ",".join(([EXTRA[flavor]] if EXTRA[flavor] else []) + list(STEP_EXTRAS))
 # Where `docker build` tags land when no registry is given (local builds, KFP clusters pulling from a mirror).
 LOCAL_REGISTRY = "paligemma"
 

@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from components.common.extras import MissingExtra
 from components.convert.core import TASKS, ConversionError, ConvertConfig, convert, parse_splits
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.readers import FORMATS
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
     report = convert(config_from_args(args))
-  except (ConversionError, ValueError, FileNotFoundError) as e:
+  except (ConversionError, ValueError, FileNotFoundError, MissingExtra) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for issue in report["rejected"][:20]:

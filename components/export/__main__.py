@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from components.common.extras import MissingExtra
 from components.export.core import DTYPES, FORMATS, ExportConfig, export
 from components.export.registry import parse_labels
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
   cfg = parse_args(argv)
   try:
     export(cfg)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, MissingExtra) as e:
     print(f"export failed: {e}", file=sys.stderr)
     return 1
   return 0

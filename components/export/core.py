@@ -30,7 +30,8 @@ import components
 from components import paligemma
 from components.common.atomic import write_json_atomic
 from components.common.checkpoints import join, resolve_checkpoint
-from components.export import publish, registry
+from components.common.extras import require
+from components.export import processor, publish, registry
 from components.paligemma import configs
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def export(cfg: ExportConfig) -> dict:
     raise ValueError(f"--format {cfg.format!r}; choose one of {FORMATS}")
   if cfg.dtype is not None and cfg.dtype not in DTYPES:
     raise ValueError(f"--dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+  if cfg.format == "hf":  # before the slow part: the processor files need transformers
+    require("transformers", extra="hf", needed_by=processor.NEEDED_BY)
   if cfg.dry_run and not cfg.register:
     raise ValueError("--dry-run only replaces the Vertex AI registry upload with printing its request; give "
                      "--register too, or leave --dry-run out to export")
@@ -202,12 +205,10 @@ def _write_npz(source: _Source, staging: pathlib.Path) -> None:
 
 
 def _write_hf(source: _Source, staging: pathlib.Path) -> None:
-  from components.export.processor import write_processor
-
   paligemma.to_hf(source.params, source.model_cfg, staging)
   tokenizer = staging / "tokenizer.model"
   _copy_tokenizer(source, tokenizer)
-  write_processor(tokenizer, staging, image_size=configs.image_size(source.model_cfg),
+  processor.write_processor(tokenizer, staging, image_size=configs.image_size(source.model_cfg),
                   num_image_tokens=configs.num_image_tokens(source.model_cfg))
 
 

@@ -2,8 +2,9 @@
 
 1. The compiled `local` YAML, loaded back with `kfp.components.load_component_from_file`, completes; with a
    champion it cannot beat, the gate stops it before export and says why.
-2. `python -m pipelines.local` end to end: with a weak champion the gate passes, the model is exported
-   and becomes the champion, and summary.json says so.
+2. `python -m pipelines.local` end to end: `--epochs 2` trains two epochs although the demo config sets
+   total_steps; with a weak champion the gate passes, the model is exported and becomes the champion, and
+   summary.json says so.
 """
 import json
 import os
@@ -63,10 +64,17 @@ def test_pipelines_local_end_to_end(tmp_path):
   write_champion(champion, -1.0)  # any model beats it: exercise export and promotion
   result = subprocess.run(
       [sys.executable, "-m", "pipelines.local", "--output", str(out), "--train-images", "8", "--valid-images", "4",
-       "--steps", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion)],
+       "--epochs", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion)],
       cwd=REPO, capture_output=True, text=True, timeout=1800)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
+  run_dir = out / "artifacts" / os.listdir(out / "artifacts")[0]
+  workdir, dataset = run_dir / "finetune" / "tuned_model", run_dir / "convert" / "dataset"
+  config = json.loads((workdir / "config.json").read_text())
+  assert (config["epochs"], config["total_steps"]) == (2.0, None)  # --epochs replaced the demo config's steps
+  n_train = json.loads((dataset / "report.json").read_text())["counts"]["train"]
+  steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(steps) == 2 * n_train // 8 > 0  # two epochs of batch 8
   assert {"map", "map50", "map75"} <= set(summary["base"]) and {"map50"} <= set(summary["tuned"])
   assert summary["gate"]["passed"] is True and summary["gate"]["metric"] == "map50"
   assert "beats the champion's -1.0000" in summary["gate"]["reason"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from components.common.extras import require
 from components.convert.locations import task_prefix
 from components.convert.rows import Issue, Obj, Row, RowError, Source, canonical_split
 
@@ -23,8 +24,13 @@ TEXT_COLUMNS = {"caption": ("caption", "captions", "text"), "ocr": ("text", "ocr
                 "vqa": ("answer", "answers")}
 
 
+def _datasets():
+  """`datasets`, imported where used: it costs seconds and only hf input needs it (the hf-data extra)."""
+  return require("datasets", extra="hf-data", needed_by="the Hugging Face dataset reader (--format hf)")
+
+
 def _load(path: str, scratch: str) -> datasets.DatasetDict:
-  import datasets  # imported where used: it costs seconds and only hf input needs it
+  datasets = _datasets()
   if os.path.isdir(path):
     loaded = datasets.load_from_disk(path)
   else:
@@ -37,7 +43,7 @@ def _load(path: str, scratch: str) -> datasets.DatasetDict:
 
 
 def _image_column(ds: datasets.Dataset) -> str:
-  import datasets
+  datasets = _datasets()
   for name, feature in ds.features.items():
     if isinstance(feature, datasets.Image):
       return name
@@ -51,7 +57,7 @@ def _first(columns, options):
 
 
 def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> Source:
-  import datasets
+  datasets = _datasets()
   dataset_dict = _load(path, scratch)
   rows, issues, classes = [], [], None
   for split_name, ds in dataset_dict.items():
@@ -98,7 +104,7 @@ def _write_image(cell, scratch: str, split: str, index: int) -> str | None:
 
 
 def _class_names(ds: datasets.Dataset) -> list[str] | None:
-  import datasets
+  datasets = _datasets()
   objects = ds.features.get("objects")
   if objects is None:
     raise ValueError(f"detection needs an 'objects' column with bbox and category (found {', '.join(ds.features)})")
