@@ -1,4 +1,4 @@
-"""Four fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
+"""Five fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
 
 They replace private functions of kfp's local runner, so they are written against one release line,
 `SUPPORTED_KFP` (pyproject.toml pins it); `install()` refuses any other kfp.
@@ -20,15 +20,22 @@ step's). kfp 2.16's `executor_input_utils.construct_executor_input` raises KeyEr
 cannot serialise the second. The fix leaves such inputs out of the executor input, which is what the KFP
 backend does; the component then receives its default (None).
 
+3. `dsl.PIPELINE_JOB_NAME_PLACEHOLDER` inside a `dsl.If` branch: the enhanced orchestrator runs the branch
+as a nested DAG named `<job>/condition-1` (to keep its output paths apart) and substitutes that nested name
+for the job name, so the export step wrote to `models/<job>/condition-1`. Vertex AI and KFP give the run's
+name; the fix substitutes the root name (the part before the first `/`) for that one placeholder.
+
 4. Optional pipeline parameters without a default (`lr: Optional[float] = None`): kfp 2.16's
 `OrchestratorUtils.join_user_inputs_and_defaults` fails on their empty default ("Unknown value type")
 when the run does not set them. The fix gives them None, which fix 2 then leaves out of the step's input
 (the KFP backend treats them the same way since 2.5).
 
-3. `dsl.PIPELINE_JOB_NAME_PLACEHOLDER` inside a `dsl.If` branch: the enhanced orchestrator runs the branch
-as a nested DAG named `<job>/condition-1` (to keep its output paths apart) and substitutes that nested name
-for the job name, so the export step wrote to `models/<job>/condition-1`. Vertex AI and KFP give the run's
-name; the fix substitutes the root name (the part before the first `/`) for that one placeholder.
+5. The interpreter of a step: kfp 2.16's `subprocess_task_handler.replace_python_executable` replaces the
+text `python3` with this interpreter's path in every element of the command line but the component's
+source, so also in the arguments after it: the executor input, whose paths and values then break wherever
+they contain `python3`, e.g. a config file in `.../lib/python3.11/site-packages/` (any installed,
+non-editable package). The fix replaces it only in the launcher script before the source, where kfp
+writes the `python3` it means.
 """
 from __future__ import annotations
 
@@ -114,6 +121,17 @@ def _unset_optional_parameters_are_none(join):
   return join_user_inputs_and_defaults
 
 
+def _python_only_in_the_launcher(replace):
+  def replace_python_executable(full_command, new_executable):
+    for i, element in enumerate(full_command):
+      if '"$program_path/ephemeral_component.py"' in element and '"$@"' in element:  # the launcher script
+        return replace(full_command[:i + 1], new_executable) + list(full_command[i + 1:])
+    return replace(full_command, new_executable)
+
+  replace_python_executable.fixed_by_pipelines = True
+  return replace_python_executable
+
+
 def check_version(version: str) -> None:
   """Raises UnsupportedKfpError unless `version` is in the SUPPORTED_KFP release line."""
   (low, high), numbers = SUPPORTED_KFP, tuple(int(n) for n in re.findall(r"\d+", version)[:2])
@@ -128,7 +146,7 @@ def install() -> None:
   """Idempotent; affects only the KFP local runner of this process. Raises UnsupportedKfpError on a kfp
   release these fixes were not written against."""
   import kfp
-  from kfp.local import executor_input_utils, placeholder_utils
+  from kfp.local import executor_input_utils, placeholder_utils, subprocess_task_handler
   from kfp.local.orchestrator import enhanced_dag_orchestrator, orchestrator_utils
 
   check_version(kfp.__version__)
@@ -136,6 +154,9 @@ def install() -> None:
   if not getattr(executor_input_utils.construct_executor_input, "fixed_by_pipelines", False):
     executor_input_utils.construct_executor_input = _without_unset_optional_inputs(
         executor_input_utils.construct_executor_input)
+  if not getattr(subprocess_task_handler.replace_python_executable, "fixed_by_pipelines", False):
+    subprocess_task_handler.replace_python_executable = _python_only_in_the_launcher(
+        subprocess_task_handler.replace_python_executable)
   utils = orchestrator_utils.OrchestratorUtils
   if not getattr(utils.join_user_inputs_and_defaults, "fixed_by_pipelines", False):
     utils.join_user_inputs_and_defaults = staticmethod(_unset_optional_parameters_are_none(
