@@ -19,6 +19,8 @@ import difflib
 import importlib.util
 import json
 import os
+import re
+import traceback
 from typing import Any, Sequence
 
 import ml_collections
@@ -203,6 +205,9 @@ def _value(config: ml_collections.ConfigDict, setting: Setting):
   declared = node.get_type(leaf)
   if not setting.is_text:
     return setting.value
+  if declared not in _PARSERS:
+    raise ConfigError(f"{setting.source}: config key {setting.key!r} ({declared.__name__}) cannot be set from "
+                      "text; set it in the config file", setting.source)
   try:
     return _PARSERS[declared].parse(setting.value)
   except (ValueError, TypeError, SyntaxError) as e:
@@ -244,6 +249,20 @@ def apply_settings(config: ml_collections.ConfigDict, settings: Sequence[Setting
 
 # --------------------------------------------------------------------------------------------- the file
 
+def _config_file_error(path: str, error: Exception) -> ConfigError:
+  """One line naming the config file's line: ml_collections' own message lists every field's repr."""
+  lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.samefile(f.filename, path)]
+  where = f"{path}, line {lines[-1]}" if lines else path
+  unknown = re.match(r"""['"]?Key "(\w+)" does not exist""", str(error))
+  if unknown:
+    leaves = sorted({k.rsplit(".", 1)[-1] for k in _keys(defaults())})
+    close = difflib.get_close_matches(unknown[1], leaves, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(k) for k in close)}? " if close else ""
+    return ConfigError(f"config file {where}: unknown config key {unknown[1]!r} ({hint}every key is declared in "
+                       "components/finetune/config.py defaults())", path)
+  return ConfigError(f"config file {where}: {error}", path)
+
+
 def _run_config_file(path: str, arg: str | None) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path} not found; pick one in components/finetune/configs/", path)
@@ -255,7 +274,7 @@ def _run_config_file(path: str, arg: str | None) -> ml_collections.ConfigDict:
   try:
     config = module.get_config(arg) if arg is not None else module.get_config()
   except (AttributeError, KeyError, TypeError) as e:  # a key defaults() does not declare, a value of the wrong type
-    raise ConfigError(f"config file {path}: {e}", path) from None
+    raise _config_file_error(path, e) from None
   missing = sorted(set(_keys(defaults())) - set(_keys(config)))
   if missing:
     raise ConfigError(f"config file {path} lacks keys {missing}; start get_config() from defaults()", path)
