@@ -23,7 +23,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from components import paligemma  # noqa: E402
-from components.finetune import config as config_lib, policy, sharding, state as state_lib  # noqa: E402
+from components.common import policy, sharding  # noqa: E402
+from components.finetune import config as config_lib, state as state_lib  # noqa: E402
 
 
 def make_batch(model_cfg, batch: int, text_len: int, seed: int = 0) -> dict:
@@ -46,7 +47,7 @@ def ours(config, batch: dict, steps: int, warmup: int):
   params = policy.merge(jax.tree.map(np.asarray, state["train"]["params"]), jax.tree.map(np.asarray, frozen))
   step = state_lib.train_step_fn(setup, config)
   placed = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in batch.items()}
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh):
     for _ in range(warmup):
       state, metrics = step(state, frozen, placed)
     jax.block_until_ready(state)

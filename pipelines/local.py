@@ -31,20 +31,20 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--tokenizer", default="")
   p.add_argument("--train-images", type=int, help="demo: synthetic training images (default local_demo.DEMO)")
   p.add_argument("--valid-images", type=int, help="demo: synthetic validation images")
-  p.add_argument("--seed", type=int, help="demo: seed of the synthetic data, the random model and training "
-                 "(default local_demo.DEMO)")
+  p.add_argument("--seed", type=int, help="seed of the split and of training; demo: also of the synthetic data "
+                 "and the random model (default local_demo.DEMO)")
   p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
   p.add_argument("--format", default="coco", help="dataset format, see python -m components.convert --help")
   p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"))
   p.add_argument("--classes", default="")
   p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
                  "real models, pipelines/local_demo.py for the demo)")
-  p.add_argument("--trainable", default="", help="preset or regexes (default: the config's)")
-  p.add_argument("--steps", type=int, default=0, help="training steps (default: the config's)")
-  p.add_argument("--epochs", type=float, default=0.0)
-  p.add_argument("--batch", type=int, default=0)
-  p.add_argument("--lr", type=float, default=0.0)
-  p.add_argument("--text-len", type=int, default=0)
+  p.add_argument("--trainable", help="preset or regexes (default: the config's)")
+  p.add_argument("--steps", type=int, help="training steps (default: the config's; replaces its epochs)")
+  p.add_argument("--epochs", type=float, help="training epochs (default: the config's; replaces its steps)")
+  p.add_argument("--batch", type=int)
+  p.add_argument("--lr", type=float)
+  p.add_argument("--text-len", type=int)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="any other finetune config override, e.g. --set lora.rank=8 (repeatable)")
   p.add_argument("--eval-limit", type=int, default=0, help="evaluate on at most N examples (0 = all)")
@@ -82,24 +82,28 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
            demo["train_images"], demo["valid_images"], demo["model"])
   return dict(model=demo["model"], model_source=checkpoint, dataset_uri=dataset, dataset_format="coco",
               task="detect", finetune_config=os.path.abspath(local_demo.__file__), seed=demo["seed"],
-              finetune_overrides=[f"seed={demo['seed']}"],
               max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
 
 
 def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
+  """The pipeline's arguments; the finetune settings are checked (config.ConfigError) before the demo's inputs
+  are written."""
+  from pipelines import local_demo
+
+  finetune = dict(trainable=args.trainable, total_steps=args.steps, epochs=args.epochs, batch_size=args.batch,
+                  lr=args.lr, text_len=args.text_len)
+  finetune = {k: v for k, v in finetune.items() if v is not None}  # unset: the finetune config's value
+  config = args.config or ("notebook_attention_sgd" if args.model else os.path.abspath(local_demo.__file__))
+  seed = local_demo.DEMO["seed"] if args.seed is None else args.seed  # the split's and the trainer's
+  check_finetune_settings(config, args.set, **finetune, seed=seed)
   if args.model:
     arguments = dict(model=args.model, model_source=args.source, tokenizer=args.tokenizer,
-                     dataset_uri=args.dataset, dataset_format=args.format, task=args.task,
-                     finetune_config=args.config or "notebook_attention_sgd")
+                     dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
   else:
     arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images, args.seed)
     if args.dataset:  # the demo model on the user's data
       arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
-    if args.config:
-      arguments["finetune_config"] = args.config
-  arguments.update(classes=args.classes, trainable=args.trainable, total_steps=args.steps, epochs=args.epochs,
-                   batch_size=args.batch, lr=args.lr, text_len=args.text_len,
-                   finetune_overrides=arguments.get("finetune_overrides", []) + args.set,
+  arguments.update(finetune, finetune_config=config, seed=seed, classes=args.classes, finetune_overrides=args.set,
                    export_uri=os.path.join(output, "models"), export_format=args.export_format,
                    champion_uri=args.champion, min_metric=args.min_metric,
                    min_improvement=args.min_improvement, rebaseline=args.rebaseline)
@@ -108,6 +112,14 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
   if args.max_decode_len:
     arguments["max_decode_len"] = args.max_decode_len
   return arguments
+
+
+def check_finetune_settings(config: str, overrides=(), **settings) -> None:
+  """Builds the finetune config the run would train with (no training): a bad key or value fails now, in one
+  line (components.finetune.config.ConfigError), not minutes later inside the finetune step."""
+  from components.finetune import task
+
+  task.resolve_config(config, overrides=overrides, **settings)
 
 
 def run(arguments: dict, output: str) -> dict:
@@ -152,7 +164,13 @@ def main(argv=None) -> int:
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
   os.makedirs(output, exist_ok=True)
   start = time.monotonic()
-  summary = run(pipeline_arguments(args, output), output)
+  from components.finetune.config import ConfigError
+  try:
+    arguments = pipeline_arguments(args, output)
+  except ConfigError as e:
+    print(f"python -m pipelines.local: finetune config: {e}", file=sys.stderr)
+    return 2
+  summary = run(arguments, output)
   metric = summary["gate"]["metric"]
   print(f"\nbase  {metric}: {summary['gate']['base']:.4f}")
   print(f"tuned {metric}: {summary['gate']['tuned']:.4f}")

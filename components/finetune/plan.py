@@ -81,7 +81,8 @@ def compile_step(config, devices, batch: int):
   import jax
   import jax.numpy as jnp
   from components import paligemma
-  from components.finetune import sharding, state as state_lib
+  from components.common import sharding
+  from components.finetune import state as state_lib
   config.unlock()
   config.batch_size = batch
   config.lock()
@@ -93,7 +94,7 @@ def compile_step(config, devices, batch: int):
                **{k: jax.ShapeDtypeStruct((batch, config.text_len + 1), jnp.int32, sharding=bs)
                   for k in ("text", "mask_ar", "mask_loss")}}
   start = time.perf_counter()
-  with jax.set_mesh(mesh):
+  with sharding.use_mesh(mesh):
     compiled = state_lib.train_step_fn(setup, config).lower(
         setup.abstract_state, setup.abstract_frozen, batch_abs).compile()
   seconds = time.perf_counter() - start
@@ -173,7 +174,6 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host compiles; the TPU exists only as a description
   # No TPU is touched, so concurrent planners need not take libtpu's one-process lock.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  from components import paligemma
   from components.finetune import flops, params
   devices, hbm = _devices(args.topology)
   config = make_config(args)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
   start = time.perf_counter()
   fits, mem = _try(config, devices, args.batch, hbm)
   source = params.resolve_model(config)
-  abstract = params.abstract_params(paligemma.Model(**source.model_cfg), source.model_cfg)
+  abstract = params.abstract_params(source.model_cfg)
   flops_per_step = args.batch * flops.train_flops_per_example(abstract, source.model_cfg, args.text_len)
   result = {"model": args.model, "topology": args.topology, "devices": len(devices), "batch": args.batch,
             "text_len": args.text_len, "trainable": config.trainable, "optimizer": config.optimizer.name,

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from components import paligemma
-from components.finetune import optim, params, sharding
+from components.common import sharding
+from components.finetune import optim, params
 from components.finetune import step as step_lib
 
 
@@ -49,7 +50,7 @@ def build(config, mesh, total_steps: int, source: params.ModelSource | None = No
   """Model, optimizer and abstract sharded state for `config` on `mesh` (nothing allocated)."""
   source = source or params.resolve_model(config)
   model = paligemma.Model(**source.model_cfg)
-  abstract_full = params.abstract_params(model, source.model_cfg)
+  abstract_full = params.abstract_params(source.model_cfg)
   trainable, frozen = params.split_dtypes(abstract_full, config)
   train_tree = {"params": trainable, "lora": params.lora_abstract(abstract_full, config)}
   tx, lr_fn = optim.make(config.optimizer, total_steps, train_tree)
@@ -63,7 +64,7 @@ def build(config, mesh, total_steps: int, source: params.ModelSource | None = No
 
 def init_state(setup: Setup, config) -> tuple[dict, dict]:
   """(state, frozen) on device: weights from the checkpoint or seeded init, fresh optimizer state."""
-  trainable, frozen, lora = params.init_params(setup.model, setup.source, config, setup.mesh)
+  trainable, frozen, lora = params.init_params(setup.source, config, setup.mesh)
   train_tree = {"params": trainable, "lora": lora}
   make = jax.jit(lambda t: {"train": t, "opt": setup.tx.init(t), "step": jnp.zeros((), jnp.int32),
                             "rng": jax.random.key_data(jax.random.key(config.seed))},

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from components.finetune import policy
+from components.common import policy
 
 
 def softmax_xent(logits, targets, weights, label_smoothing: float = 0.0):

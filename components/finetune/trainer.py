@@ -17,8 +17,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from components import paligemma
-from components.finetune import checkpoints, data, flops, params, preemption as preemption_lib, sharding
-from components.finetune import state as state_lib, workdir as wd
+from components.common import sharding, train_checkpoints as checkpoints
+from components.finetune import data, flops, params, preemption as preemption_lib, state as state_lib, workdir as wd
 from components.finetune import config as config_lib
 
 log = logging.getLogger("components.finetune")
@@ -53,14 +53,14 @@ def _global_batch(local: dict, batch_sharding) -> dict:
 
 
 def _total_steps(config, n_train: int) -> int:
-  if config.total_steps > 0:
+  if config.total_steps is not None:
     return int(config.total_steps)
   return max(1, int(config.epochs * n_train // config.batch_size))
 
 
 def _write_run_files(workdir: str, config, source, tokenizer_bytes: bytes) -> None:
   wd.write_bytes(os.path.join(workdir, wd.CONFIG), (config_lib.to_json(config) + "\n").encode())
-  model_json = {**source.model_cfg, "name": source.name or config.model_name, "base_checkpoint": source.checkpoint}
+  model_json = {**source.model_cfg, "name": source.name, "base_checkpoint": source.checkpoint}
   model_json["llm"] = {**model_json["llm"], "dropout": 0.0}  # for evaluation and export
   wd.write_json(os.path.join(workdir, wd.MODEL), model_json)
   wd.write_bytes(os.path.join(workdir, wd.TOKENIZER), tokenizer_bytes)
@@ -78,7 +78,7 @@ def evaluate(eval_step, train_tree, frozen, config, data_dir, preprocess, batch_
 
 
 def train(config, workdir: str) -> dict:
-  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status"}."""
+  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status", "model_name"}."""
   # --- Setup: devices and mesh ---
   is_chief = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -150,7 +150,7 @@ def train(config, workdir: str) -> dict:
 
   # --- Loop ---
   try:
-    with jax.set_mesh(mesh):
+    with sharding.use_mesh(mesh):
       for step in range(start + 1, total_steps + 1):
         batch = _global_batch(next(train_iter), batch_sharding)
         state, step_metrics = train_step(state, frozen, batch)
@@ -207,4 +207,5 @@ def train(config, workdir: str) -> dict:
     finally:
       preemption.restore()
   log.info("finished at step %d in %.0f s (%s)", int(state["step"]), time.perf_counter() - t0, status)
-  return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status}
+  return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status,
+          "model_name": setup_source.name}

@@ -114,3 +114,11 @@ class Model(nn.Module):
                                    write_index=cache["end"], mode="extend")
     cache = {"k": k, "v": v, "begin": cache["begin"], "end": cache["end"] + 1, "pos": cache["pos"] + 1}
     return self._llm.compute_logits(pre_logits[:, 0], softcap=True), cache
+
+
+def init_params(model_cfg: dict, rng) -> dict:
+  """A freshly initialised model's weights (f32), seeded by `rng`: the trainer's random init, which a finetune
+  workdir's reader repeats to recover the frozen weights of a run that started from it."""
+  size = configs.image_size(model_cfg)
+  image, text = jnp.zeros((1, size, size, 3), jnp.float32), jnp.zeros((1, 2), jnp.int32)
+  return Model(**model_cfg).init(rng, image, text, text)["params"]
