@@ -66,12 +66,13 @@ def defaults() -> ml_collections.ConfigDict:
   c.optimizer.warmup_percent = 0.05  # the first step has multiplier 0 whenever this is > 0
   c.label_smoothing = 0.0
   c.llm_dropout = 0.0
-  c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide by it
+  c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide by it ("auto" remat may raise it)
 
   # Precision and memory.
   c.frozen_dtype = "bfloat16"  # or float16 / float32; trainable weights and optimizer state stay f32
-  c.compute_dtype = ""  # "" = weights as held; "bfloat16" casts every weight for the forward pass
-  c.remat_policy = "nothing_saveable"  # both towers; a jax.checkpoint_policies name or "none"
+  c.compute_dtype = "bfloat16"  # the matmul dtype of both towers (float32: exact, slower); f32 softmax/norms/loss
+  c.remat_policy = "auto"  # both towers: "auto" (autotune.py), "none" or a jax.checkpoint_policies name
+  c.memory_limit_gib = 0.0  # "auto" fits the step in this much per device; 0 = the device's own limit
 
   # Sharding: mesh axis sizes (-1 = all remaining devices). Batch is split over both axes; params
   # over `fsdp` by big_vision's rule (leaves over 4 MiB on their largest divisible dimension).
@@ -145,8 +146,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"{config.grad_accum_steps}")
   if config.frozen_dtype not in ("bfloat16", "float16", "float32"):
     raise ValueError(f"config.frozen_dtype={config.frozen_dtype!r}; use bfloat16, float16 or float32")
-  if config.compute_dtype not in ("", "bfloat16", "float16", "float32"):
-    raise ValueError(f"config.compute_dtype={config.compute_dtype!r}; use '', bfloat16, float16 or float32")
+  if config.compute_dtype not in ("bfloat16", "float16", "float32"):
+    raise ValueError(f"config.compute_dtype={config.compute_dtype!r}; use bfloat16, float16 or float32 (the matmul "
+                     "dtype of both towers)")
+  for key in ("dtype", "remat_policy"):
+    own = "compute_dtype" if key == "dtype" else "remat_policy"
+    for tower in ("llm", "img"):
+      if key in config.model_overrides[tower]:
+        raise ValueError(f"config.model_overrides.{tower}.{key} and config.{own} both set the {tower} tower's "
+                         f"{key}; set only config.{own} (it applies to both towers)")
+  if config.memory_limit_gib < 0:
+    raise ValueError(f"config.memory_limit_gib={config.memory_limit_gib}; use 0 (the device's own limit) or a "
+                     "positive number of GiB")
   if config.total_steps <= 0 and config.epochs <= 0:
     raise ValueError("set config.total_steps or config.epochs to a positive number")
 

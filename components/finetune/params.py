@@ -5,7 +5,8 @@
   init_params(...)        -> (trainable f32, frozen in frozen_dtype), placed on their FSDP shardings
 
 Trainer overrides on every model: final logits softcap 0 (PaliGemma 2 transfer configs: logits softcap
-off for transfer), LLM dropout, the remat policy of both towers.
+off for transfer), LLM dropout, the matmul dtype (`compute_dtype`) and remat policy of both towers (an
+"auto" remat policy is chosen later, by autotune.py; until then the model keeps its own).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import dataclasses
 import json
 import os
 
-import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +31,8 @@ class ModelSource:
 
 
 def _read_json(path: str) -> dict | None:
+  import fsspec  # only for checkpoints given by path: not needed to build a model (benchmarks/gpu_suite.py)
+
   fs, _ = fsspec.core.url_to_fs(path)
   if not fs.exists(path):
     return None
@@ -55,9 +57,11 @@ def resolve_model(config) -> ModelSource:
     model_cfg = paligemma.configs.model_config(config.model_name)
   for tower in ("llm", "img"):
     model_cfg[tower] = {**model_cfg.get(tower, {}), **dict(config.model_overrides[tower])}
-  model_cfg["llm"].update(final_logits_softcap=0.0, dropout=float(config.llm_dropout),
-                          remat_policy=config.remat_policy)
-  model_cfg["img"].update(remat_policy=config.remat_policy)
+  model_cfg["llm"].update(final_logits_softcap=0.0, dropout=float(config.llm_dropout))
+  for tower in ("llm", "img"):
+    model_cfg[tower]["dtype"] = config.compute_dtype
+    if config.remat_policy != "auto":
+      model_cfg[tower]["remat_policy"] = config.remat_policy
   tokenizer = config.tokenizer or (os.path.join(os.path.dirname(checkpoint), "tokenizer.model")
                                    if checkpoint else None)
   return ModelSource(model_cfg, checkpoint, tokenizer)

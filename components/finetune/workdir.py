@@ -1,5 +1,5 @@
 """Files of a finetune workdir (ARCHITECTURE.md), local or gs://: config.json, model.json,
-tokenizer.model, metrics.jsonl, TensorBoard events. Only process 0 writes them."""
+tokenizer.model, remat.json, metrics.jsonl, TensorBoard events. Only process 0 writes them."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import fsspec
 from components.common.atomic import write_atomic, write_json_atomic
 
 CONFIG, MODEL, TOKENIZER, METRICS = "config.json", "model.json", "tokenizer.model", "metrics.jsonl"
+REMAT = "remat.json"  # the train step's remat policy, micro-batches and each candidate's memory (autotune.py)
 
 
 def is_remote(path: str) -> bool:

@@ -5,7 +5,9 @@ Axes: B batch, T query length, S key/value length (the cache length when decodin
 K key/value heads, G query heads per kv head (N = K*G), H head dim, E width, F mlp dim, V vocab.
 
 Activations stay float32 between layers whatever the parameter dtype; `dtype` only sets the dtype of
-the matmuls (float32, or bfloat16 to halve their cost). Norms, softmax and attention logits are f32.
+the matmuls (float32, or bfloat16 to halve their cost): each layer casts its f32 (master) weights to it.
+Norms, softmax and attention logits are f32. `attention` picks the attention implementation (attention.py;
+"auto": by backend); decoding steps ("extend") always use the reference einsum.
 
 The layers run in one of three modes (a static string):
 - "forward": training / scoring; no cache.
@@ -18,9 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from components.paligemma import attention, precision
 from components.paligemma.sharding import constrain_batch
 
-MASKED = -2.3819763e38  # big_vision's (and gemma's) masked attention logit.
 MODES = ("forward", "prefill", "extend")
 
 
@@ -76,8 +78,7 @@ class Embedder(nn.Module):
     return x.astype(jnp.float32)
 
   def decode(self, x):  # f32[B, ..., E] -> f32[B, ..., V], tied to the input embedding.
-    return jnp.einsum("...e,ve->...v", x.astype(self.dtype), self.input_embedding.astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    return precision.einsum_f32("...e,ve->...v", x.astype(self.dtype), self.input_embedding.astype(self.dtype))
 
 
 class Attention(nn.Module):
@@ -89,6 +90,7 @@ class Attention(nn.Module):
   attn_logits_softcap: float
   dtype: str
   cache_dtype: str
+  attention: str
 
   @nn.compact
   def __call__(self, x, positions, attn_mask, cache, write_index, mode):
@@ -120,15 +122,8 @@ class Attention(nn.Module):
       new_cache = tuple(jax.lax.dynamic_update_slice(c, u.astype(c.dtype), slot) for c, u in zip(cache, (k, v)))
       k, v = new_cache
 
-    q = q.reshape(*q.shape[:2], k_heads, n // k_heads, h)  # query head n uses kv head n // G.
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q.astype(self.dtype), k.astype(self.dtype),
-                        preferred_element_type=jnp.float32)
-    if self.attn_logits_softcap:
-      logits = jnp.tanh(logits / self.attn_logits_softcap) * self.attn_logits_softcap
-    logits = jnp.where(attn_mask[:, None, None, :, :], logits, MASKED)
-    probs = jax.nn.softmax(logits, axis=-1)
-    encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(self.dtype), v.astype(self.dtype))
-    encoded = encoded.reshape(*encoded.shape[:2], n, h)
+    impl = "einsum" if mode == "extend" else self.attention  # one query per row: nothing to fuse.
+    encoded = attention.attend(q, k, v, attn_mask, impl=impl, dtype=self.dtype, softcap=self.attn_logits_softcap)
     out = Einsum((n, h, e), _trunc_normal((0, 1), (2,)), self.dtype, name="attn_vec_einsum")(
         "BTNH,NHE->BTE", encoded)
     return out, new_cache
@@ -162,13 +157,14 @@ class Block(nn.Module):
   dropout: float
   dtype: str
   cache_dtype: str
+  attention: str
 
   @nn.compact
   def __call__(self, x, cache, positions, attn_mask, write_index, mode, deterministic):
     x = constrain_batch(x)
     y, new_cache = Attention(self.num_heads, self.num_kv_heads, self.width, self.head_dim,
                              self.query_pre_attn_norm, self.attn_logits_softcap, self.dtype, self.cache_dtype,
-                             name="attn")(RMSNorm(name="pre_attention_norm")(x), positions, attn_mask, cache,
+                             self.attention, name="attn")(RMSNorm(name="pre_attention_norm")(x), positions, attn_mask, cache,
                                           write_index, mode)
     if self.post_norms:
       y = RMSNorm(name="post_attention_norm")(y)
@@ -199,6 +195,7 @@ class Gemma(nn.Module):
   remat_policy: str = "nothing_saveable"
   dtype: str = "float32"
   cache_dtype: str = "bfloat16"
+  attention: str = "einsum"  # an implementation name of attention.py, already chosen ("auto" resolved)
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width, self.dtype)
@@ -212,7 +209,7 @@ class Gemma(nn.Module):
         in_axes=(1, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=1,
         length=self.depth, unroll=1 if self.scan else self.depth)(
             self.num_heads, self.num_kv_heads, self.width, self.head_dim, self.mlp_dim, self.query_pre_attn_norm,
-            self.attn_logits_softcap, self.post_norms, self.dropout, self.dtype, self.cache_dtype)
+            self.attn_logits_softcap, self.post_norms, self.dropout, self.dtype, self.cache_dtype, self.attention)
     self.final_norm = RMSNorm()
 
   def embed_tokens(self, tokens):  # int[B, T] -> f32[B, T, E]

@@ -49,9 +49,13 @@ class Model(nn.Module):
   img: dict
 
   def setup(self):
-    llm_cfg = configs.resolve_llm(self.llm)
+    # "auto" attention is chosen for the default backend here; the trainer and the planner choose it for
+    # their mesh's devices before building the model (a TPU plan is traced on a CPU host).
+    chosen = configs.choose_attention({"llm": self.llm, "img": self.img}, jax.default_backend(),
+                                      jax.devices()[0].device_kind)
+    llm_cfg = configs.resolve_llm(chosen["llm"])
     self._llm = Gemma(**_tower_kwargs(llm_cfg), name="llm")
-    self._img = SigLIP(out_dim=llm_cfg["width"], **_tower_kwargs(configs.resolve_img(self.img)), name="img")
+    self._img = SigLIP(out_dim=llm_cfg["width"], **_tower_kwargs(configs.resolve_img(chosen["img"])), name="img")
 
   def embed_image(self, image, train=False):
     """image f32[B, H, W, 3] in [-1, 1] -> (image tokens f32[B, N, E], {"img/zimg": ...})."""

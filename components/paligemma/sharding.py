@@ -34,3 +34,19 @@ def constrain_batch(x: jax.Array) -> jax.Array:
   if not axes or x.shape[0] % size:  # a batch that does not split evenly is left to XLA.
     return x
   return jax.lax.with_sharding_constraint(x, PartitionSpec(axes))
+
+
+def map_over_batch(fn, *args):
+  """`fn(*args)` run per shard of the batch (axis 0 of every arg) under the active mesh (`shard_map` over
+  its batch axes), for kernels XLA cannot partition itself (Pallas); without a mesh, `fn(*args)`."""
+  mesh = _active_mesh()
+  if mesh is None or "data" not in mesh.axis_names:
+    return fn(*args)
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+  size = 1
+  for a in axes:
+    size *= mesh.shape[a]
+  if size == 1 or args[0].shape[0] % size:
+    return fn(*args)
+  spec = PartitionSpec(axes)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(args), out_specs=spec, check_vma=False)(*args)
