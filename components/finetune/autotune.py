@@ -111,11 +111,13 @@ def is_out_of_memory(error: Exception) -> bool:
 
 
 def unroll_on_cpu(model_cfg: dict, platform: str, overrides) -> dict:
-  """On a CPU, both towers' layer loops unrolled (the same stacked parameters), unless the config's
-  `model_overrides` set `scan` itself."""
+  """On a CPU, the layer loop of each tower without remat unrolled (same stacked parameters), unless the
+  config's `model_overrides` set `scan`. Remat keeps the scan: unrolled, XLA merges the recomputation
+  with the forward pass again (flax's remat runs with prevent_cse=False, safe only inside a scan)."""
   if platform != "cpu":
     return model_cfg
-  return {tower: ({**cfg, "scan": False} if "scan" not in overrides[tower] else dict(cfg))
+  return {tower: ({**cfg, "scan": False} if cfg.get("remat_policy") == "none" and "scan" not in overrides[tower]
+                  else dict(cfg))
           for tower, cfg in model_cfg.items()}
 
 
@@ -183,12 +185,10 @@ def _gib(n) -> str:
 def compile_step_fn(setup, config, batch_abstract):
   """`compile_step(policy, grad_accum_steps)` for `choose`: the trainer's jitted step with the model's remat
   policy set in both towers, lowered on the abstract state and batch under the setup's mesh."""
-  from components import paligemma
   from components.finetune import state as state_lib
 
   def compile_step(policy, accum):
-    model_cfg = {tower: {**cfg, "remat_policy": policy} for tower, cfg in setup.model_cfg.items()}
-    candidate = dataclasses.replace(setup, model=paligemma.Model(**model_cfg), model_cfg=model_cfg)
+    candidate = state_lib.with_remat(setup, config, policy)
     with jax.set_mesh(setup.mesh):
       return state_lib.train_step_fn(candidate, config, grad_accum_steps=accum).lower(
           setup.abstract_state, setup.abstract_frozen, batch_abstract).compile()

@@ -49,8 +49,9 @@ def _with_shardings(tree, mesh, min_bytes):
 def build(config, mesh, total_steps: int, source: params.ModelSource | None = None) -> Setup:
   """Model, optimizer and abstract sharded state for `config` on `mesh` (nothing allocated).
 
-  "auto" attention is chosen for the mesh's devices (a TPU plan is traced on a CPU host) and, on a CPU, the
-  layer loops are unrolled (autotune.unroll_on_cpu)."""
+  "auto" attention is chosen for the mesh's devices (a TPU plan is traced on a CPU host); on a CPU, layer
+  loops without remat are unrolled (autotune.unroll_on_cpu). An "auto" remat policy is chosen later
+  (`tune_train_step`, then `with_remat`); until then the model keeps its own."""
   source = source or params.resolve_model(config)
   device = mesh.devices.flat[0]
   model_cfg = paligemma.configs.choose_attention(source.model_cfg, device.platform, device.device_kind)
@@ -66,6 +67,13 @@ def build(config, mesh, total_steps: int, source: params.ModelSource | None = No
   min_bytes = config.fsdp_min_bytes
   return Setup(model, model_cfg, source, tx, lr_fn, abstract_full, _with_shardings(abstract_state, mesh, min_bytes),
                _with_shardings(frozen, mesh, min_bytes), mesh)
+
+
+def with_remat(setup: Setup, config, remat_policy: str) -> Setup:
+  """`setup` whose model runs both towers with `remat_policy` (on a CPU, unrolled where that is faster)."""
+  model_cfg = {tower: {**cfg, "remat_policy": remat_policy} for tower, cfg in setup.model_cfg.items()}
+  model_cfg = autotune.unroll_on_cpu(model_cfg, setup.mesh.devices.flat[0].platform, config.model_overrides)
+  return dataclasses.replace(setup, model=paligemma.Model(**model_cfg), model_cfg=model_cfg)
 
 
 def tune_train_step(setup: Setup, config, limit_bytes: int | None) -> autotune.Decision:

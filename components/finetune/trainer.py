@@ -159,6 +159,7 @@ def train(config, workdir: str) -> dict:
   # --- Memory: the train step compiled before the first step; "auto" picks the fastest that fits ---
   limit = autotune.memory_limit(list(mesh.devices.flat), config.memory_limit_gib)
   decision = state_lib.tune_train_step(setup, config, limit)
+  setup = state_lib.with_remat(setup, config, decision.remat_policy)  # the eval step's model: the same
   if is_chief:
     wd.write_json(os.path.join(workdir, wd.REMAT), decision.to_json())
   if jax.process_count() > 1:  # a host that compiled slower must not time out another's first collective

@@ -106,8 +106,6 @@ def test_auto_on_the_tiny_model_shrinks_with_the_limit_and_says_so(caplog):
   config = _tiny()
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   setup = state_lib.build(config, mesh, total_steps=10)
-  unlimited = state_lib.tune_train_step(setup, config, None)
-  assert unlimited.remat_policy == "none" and len(unlimited.candidates) == 1  # stops at the first
   peaks = {}
   for policy in autotune.REMAT_CANDIDATES:
     fixed = config_lib.load_config(TINY_CONFIG, ["batch_size=16", "text_len=32", f"remat_policy={policy}"])
