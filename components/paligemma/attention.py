@@ -69,6 +69,23 @@ def attend(q, k, v, mask, *, impl: str, dtype, softcap: float = 0.0, scale: floa
   raise ValueError(f"attention implementation {impl!r}; expected one of {IMPLEMENTATIONS[1:]} (after `choose`).")
 
 
+def attend_cached(q, k_cache, v_cache, k_new, v_new, mask, *, dtype, softcap: float = 0.0):
+  """One decoding step: q [B, 1, N, H] over the cache's slots k/v_cache [B, S, K, H] that `mask` bool[B, 1, S]
+  allows, plus the token's own k/v_new [B, 1, K, H]. The einsum reference's math; the cache is only read."""
+  b, t, n, h = q.shape
+  heads_kv = k_cache.shape[2]
+  q = q.reshape(b, t, heads_kv, n // heads_kv, h).astype(dtype)
+  logits = jnp.concatenate([precision.einsum_f32("BTKGH,BSKH->BKGTS", q, k.astype(dtype))
+                            for k in (k_cache, k_new)], axis=-1)  # [B, K, G, 1, S + 1]
+  if softcap:
+    logits = jnp.tanh(logits / softcap) * softcap
+  mask = jnp.concatenate([mask, jnp.ones((b, t, 1), bool)], axis=-1)
+  probs = jax.nn.softmax(jnp.where(mask[:, None, None, :, :], logits, MASKED), axis=-1).astype(dtype)
+  encoded = (jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., :-1], v_cache.astype(dtype))
+             + jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., -1:], v_new.astype(dtype)))
+  return encoded.reshape(b, t, n, h)
+
+
 def _einsum(q, k, v, mask, *, dtype, softcap, scale):
   b, t, n, h = q.shape
   heads_kv = k.shape[2]

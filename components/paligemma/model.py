@@ -113,8 +113,12 @@ class Model(nn.Module):
     These logits carry the final soft-cap when the model has one, exactly as big_vision's decoding."""
     x = self._llm.embed_tokens(tokens[:, None])
     slots = jnp.arange(cache["k"].shape[2])[None, None, :]
-    attn_mask = (slots >= cache["begin"][:, None, None]) & (slots <= cache["end"][:, None, None])  # [B, 1, S]
+    attn_mask = (slots >= cache["begin"][:, None, None]) & (slots < cache["end"][:, None, None])  # [B, 1, S]
     pre_logits, (k, v) = self._llm(x, cache["pos"][:, None], attn_mask, cache=(cache["k"], cache["v"]),
-                                   write_index=cache["end"], mode="extend")
+                                   mode="extend")
+    # Every layer's new k/v [B, L, 1, K, H] into slot `end` (the same for every row: prompts are
+    # right-aligned): one in-place update of the cache per token.
+    slot = (0, 0, cache["end"][0], 0, 0)
+    k, v = (jax.lax.dynamic_update_slice(cache[name], new, slot) for name, new in (("k", k), ("v", v)))
     cache = {"k": k, "v": v, "begin": cache["begin"], "end": cache["end"] + 1, "pos": cache["pos"] + 1}
     return self._llm.compute_logits(pre_logits[:, 0], softcap=True), cache
