@@ -6,7 +6,18 @@
 
     from components.finetune import load_trained_params
     params, model_cfg = load_trained_params(workdir, which="best")
+
+The trainer (data: grain; checkpoints: orbax) loads on first use of `train`, `TrainingDiverged` or
+`load_trained_params`, so the model-building modules (config, state, step, autotune) import without them
+(benchmarks/gpu_suite.py).
 """
 from components.finetune.config import TRAINABLE_PRESETS, defaults, load_config
-from components.finetune.load import load_trained_params
-from components.finetune.trainer import TrainingDiverged, train
+
+_LAZY = {"train": "trainer", "TrainingDiverged": "trainer", "load_trained_params": "load"}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib
+    return getattr(importlib.import_module(f"components.finetune.{_LAZY[name]}"), name)
+  raise AttributeError(f"module 'components.finetune' has no attribute {name!r}")
