@@ -6,6 +6,10 @@
 
     from components.finetune import load_trained_params
     params, model_cfg = load_trained_params(workdir, which="best")
+
+The trainer (data: grain; checkpoints: orbax) loads on first use of `train`, `TrainingDiverged` or
+`load_trained_params`, so the model-building modules (config, state, step, autotune) import without them
+(benchmarks/gpu_suite.py).
 """
 import importlib
 

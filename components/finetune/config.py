@@ -36,8 +36,10 @@ EXCLUSIVE = (("total_steps", "epochs"),)
 # Tower fields the trainer sets itself, and why: not in `model_overrides`, so no key is set in two places.
 TRAINER_OWNED = {
     "llm": {"remat_policy": "set config.remat_policy (both towers)",
+            "dtype": "set config.compute_dtype (the matmul dtype of both towers)",
             "final_logits_softcap": "the trainer turns the final logits soft-cap off for transfer"},
-    "img": {"remat_policy": "set config.remat_policy (both towers)"},
+    "img": {"remat_policy": "set config.remat_policy (both towers)",
+            "dtype": "set config.compute_dtype (the matmul dtype of both towers)"},
 }
 _PARSERS = {bool: flags.BooleanParser(), int: flags.IntegerParser(), float: flags.FloatParser(),
             str: flags.ArgumentParser(), tuple: tuple_parser.TupleParser()}
@@ -118,12 +120,13 @@ def defaults() -> ml_collections.ConfigDict:
   c.optimizer.schedule = "cosine"  # cosine | linear | constant (all with warm-up)
   c.optimizer.warmup_percent = 0.05  # the first step has multiplier 0 whenever this is > 0
   c.label_smoothing = 0.0
-  c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide by it
+  c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide by it ("auto" remat may raise it)
 
   # Precision and memory.
   c.frozen_dtype = "bfloat16"  # or float16 / float32; trainable weights and optimizer state stay f32
-  c.compute_dtype = ""  # "" = weights as held; "bfloat16" casts every weight for the forward pass
-  c.remat_policy = "nothing_saveable"  # both towers; a jax.checkpoint_policies name or "none"
+  c.compute_dtype = "bfloat16"  # the matmul dtype of both towers (float32: exact, slower); f32 softmax/norms/loss
+  c.remat_policy = "auto"  # both towers: "auto" (autotune.py), "none" or a jax.checkpoint_policies name
+  c.memory_limit_gib = 0.0  # "auto" fits the step in this much per device; 0 = the device's own limit
 
   # Sharding: mesh axis sizes (-1 = all remaining devices). Batch is split over both axes; params
   # over `fsdp` by big_vision's rule (leaves over 4 MiB on their largest divisible dimension).
@@ -306,8 +309,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f"{config.grad_accum_steps}")
   if config.frozen_dtype not in ("bfloat16", "float16", "float32"):
     raise ConfigError(f"config.frozen_dtype={config.frozen_dtype!r}; use bfloat16, float16 or float32")
-  if config.compute_dtype not in ("", "bfloat16", "float16", "float32"):
-    raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}; use '', bfloat16, float16 or float32")
+  if config.compute_dtype not in ("bfloat16", "float16", "float32"):
+    raise ConfigError(f"config.compute_dtype={config.compute_dtype!r}; use bfloat16, float16 or float32 (the "
+                      "matmul dtype of both towers)")
+  if config.memory_limit_gib < 0:
+    raise ConfigError(f"config.memory_limit_gib={config.memory_limit_gib}; use 0 (the device's own limit) or a "
+                      "positive number of GiB")
   if config.total_steps is None and config.epochs is None:
     raise ConfigError("set config.total_steps or config.epochs")
   if (config.total_steps is not None and config.total_steps <= 0) or (config.epochs is not None and

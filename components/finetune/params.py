@@ -5,7 +5,9 @@
   init_params(...)        -> (trainable f32, frozen in frozen_dtype), placed on their FSDP shardings
 
 Trainer overrides on every model: `config.model_overrides` (e.g. llm.dropout), final logits softcap 0
-(PaliGemma 2 transfer configs: logits softcap off for transfer), the remat policy of both towers.
+(PaliGemma 2 transfer configs: logits softcap off for transfer), the matmul dtype (`compute_dtype`) and
+remat policy of both towers (an "auto" remat policy is chosen later, by autotune.py; until then the model
+keeps its own).
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import dataclasses
 import json
 import os
 
-import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +34,8 @@ class ModelSource:
 
 
 def _read_json(path: str) -> dict | None:
+  import fsspec  # only for checkpoints given by path: not needed to build a model (benchmarks/gpu_suite.py)
+
   fs, _ = fsspec.core.url_to_fs(path)
   if not fs.exists(path):
     return None
@@ -61,9 +64,11 @@ def resolve_model(config) -> ModelSource:
   else:
     model_cfg, name = paligemma.configs.model_config(config.model_name), config.model_name
   for tower in ("llm", "img"):
-    model_cfg[tower] = {**model_cfg.get(tower, {}), **config_lib.model_overrides(config, tower)}
-  model_cfg["llm"].update(final_logits_softcap=0.0, remat_policy=config.remat_policy)
-  model_cfg["img"].update(remat_policy=config.remat_policy)
+    model_cfg[tower] = {**model_cfg.get(tower, {}), **config_lib.model_overrides(config, tower),
+                        "dtype": config.compute_dtype}
+    if config.remat_policy != "auto":
+      model_cfg[tower]["remat_policy"] = config.remat_policy
+  model_cfg["llm"].update(final_logits_softcap=0.0)
   tokenizer = config.tokenizer or (os.path.join(os.path.dirname(checkpoint), "tokenizer.model")
                                    if checkpoint else None)
   return ModelSource(name, model_cfg, checkpoint, tokenizer)

@@ -18,7 +18,8 @@ from jax.experimental import multihost_utils
 
 from components import paligemma
 from components.common import sharding, train_checkpoints as checkpoints
-from components.finetune import data, flops, params, preemption as preemption_lib, state as state_lib, workdir as wd
+from components.finetune import autotune, data, flops, params, preemption as preemption_lib, state as state_lib
+from components.finetune import workdir as wd
 from components.finetune import config as config_lib
 
 log = logging.getLogger("components.finetune")
@@ -131,8 +132,17 @@ def train(config, workdir: str) -> dict:
   if start >= total_steps:
     log.info("already trained: step %d of %d", start, total_steps)
 
+  # --- Memory: the train step compiled before the first step; "auto" picks the fastest that fits ---
+  limit = autotune.memory_limit(list(mesh.devices.flat), config.memory_limit_gib)
+  decision = state_lib.tune_train_step(setup, config, limit)
+  setup = state_lib.with_remat(setup, config, decision.remat_policy)  # the eval step's model: the same
+  if is_chief:
+    wd.write_json(os.path.join(workdir, wd.REMAT), decision.to_json())
+  if jax.process_count() > 1:  # a host that compiled slower must not time out another's first collective
+    multihost_utils.sync_global_devices("finetune: train step compiled")
+  train_step = decision.compiled
+
   # --- Steps and bookkeeping ---
-  train_step = _CompileFirst(state_lib.train_step_fn(setup, config), "train step")
   eval_step = _CompileFirst(state_lib.eval_step_fn(setup, config), "eval step")
   seq_len = paligemma.configs.num_image_tokens(setup_source.model_cfg) + config.text_len
   flops_per_step = config.batch_size * flops.train_flops_per_example(setup.abstract_full, setup_source.model_cfg,

@@ -1,6 +1,6 @@
 """Writing the files of a finetune workdir (ARCHITECTURE.md), local or gs://: config.json, model.json,
-tokenizer.model, metrics.jsonl, TensorBoard events. Only process 0 writes them; their names and readers are
-`components.common.workdir`'s, which evaluate and export use."""
+tokenizer.model, remat.json, metrics.jsonl, TensorBoard events. Only process 0 writes them; their names and
+readers are `components.common.workdir`'s, which evaluate and export use."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,8 @@ import os
 
 from components.common.atomic import write_atomic, write_json_atomic
 from components.common.workdir import CONFIG, METRICS, MODEL, TOKENIZER, read_bytes, read_json  # noqa: F401
+
+REMAT = "remat.json"  # the train step's remat policy, micro-batches and each candidate's memory (autotune.py)
 
 
 def is_remote(path: str) -> bool:

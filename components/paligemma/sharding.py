@@ -31,3 +31,21 @@ def constrain_batch(x: jax.Array) -> jax.Array:
   if not axes or x.shape[0] % math.prod(mesh.shape[a] for a in axes):
     return x
   return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _batch_axes(mesh, rules) -> tuple[str, ...]:
+  spec = nn.logical_to_mesh_axes((BATCH,), rules)
+  return spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
+
+
+def map_over_batch(fn, *args):
+  """`fn(*args)` run per shard of the batch (axis 0 of every arg) over the mesh axes `BATCH` maps to
+  (`shard_map`), for kernels XLA cannot partition itself (Pallas); without rules or a mesh, `fn(*args)`."""
+  rules, mesh = nn.get_logical_axis_rules(), jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
+    return fn(*args)
+  axes = _batch_axes(mesh, rules)
+  if not axes or args[0].shape[0] % math.prod(mesh.shape[a] for a in axes):
+    return fn(*args)
+  spec = jax.sharding.PartitionSpec(axes)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(args), out_specs=spec, check_vma=False)(*args)

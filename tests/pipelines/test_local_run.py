@@ -155,6 +155,9 @@ def test_pipelines_local_end_to_end(tmp_path):
     report = json.load(f)
   assert record["split"] == {"name": "valid", "fingerprint": report["split_fingerprints"]["valid"], "examples": 4}
   assert f"exported model: {exported}" in result.stdout
+  # Each task's wall time, from the local runner's own log records (the --smoke timing).
+  assert {"download", "convert", "finetune", "evaluate", "gate", "export"} <= set(summary["step_seconds"])
+  assert all(seconds >= 0 for seconds in summary["step_seconds"].values()) and "seconds per step:" in result.stdout
 
 
 def test_default_demo_learns(tmp_path):

@@ -45,8 +45,9 @@ def get_config(arg=None):
 
   # --- Precision and memory ---
   c.frozen_dtype = "bfloat16"  # frozen weights; trainable weights and optimizer state are f32
-  c.compute_dtype = ""
-  c.remat_policy = "nothing_saveable"
+  c.compute_dtype = "bfloat16"  # matmuls of both towers; float32 for exact comparisons
+  c.remat_policy = "auto"  # the fastest that fits memory_limit_gib (0: the device's own), else "none" or a jax policy
+  c.memory_limit_gib = 0.0
 
   # --- Devices ---
   c.mesh.data, c.mesh.fsdp = 1, -1  # pure FSDP over every device
