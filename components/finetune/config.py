@@ -257,6 +257,9 @@ def _config_file_error(path: str, error: Exception) -> ConfigError:
   lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.samefile(f.filename, path)]
   where = f"{path}, line {lines[-1]}" if lines else path
   unknown = re.match(r"""['"]?Key "(\w+)" does not exist""", str(error))
+  owned = {field: reason for tower in TRAINER_OWNED.values() for field, reason in tower.items()}
+  if unknown and unknown[1] in owned:
+    return ConfigError(f"config file {where}: {unknown[1]!r} is not settable: {owned[unknown[1]]}", path)
   if unknown:
     leaves = sorted({k.rsplit(".", 1)[-1] for k in _keys(defaults())})
     close = difflib.get_close_matches(unknown[1], leaves, n=3, cutoff=0.6)

@@ -80,8 +80,10 @@ def test_a_key_set_in_two_places_is_an_error(tmp_path, key, tower):
   path.write_text(f"from components.finetune.config import defaults\n\ndef get_config(arg=None):\n"
                   f"  c = defaults()\n  c.model_overrides.{tower}.{key} = 'bfloat16'\n  return c\n")
   own = "compute_dtype" if key == "dtype" else "remat_policy"
-  with pytest.raises(ValueError, match=rf"model_overrides\.{tower}\.{key} and config\.{own} both set"):
+  with pytest.raises(ValueError, match=rf"line 5: '{key}' is not settable: set config\.{own}"):
     config_lib.load_config(str(path))
+  with pytest.raises(ValueError, match=rf"'model_overrides\.{tower}\.{key}' is not settable: set config\.{own}"):
+    config_lib.load_config(TINY_CONFIG, [f"model_overrides.{tower}.{key}=bfloat16"])
 
 
 def test_compute_dtype_values():
