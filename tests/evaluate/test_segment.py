@@ -273,3 +273,27 @@ def test_run_segment_end_to_end(segment_model_dir, tiny_model_dir, codec, tmp_pa
   # a model directory without a codec fails before its weights load, saying what to give
   with pytest.raises(ValueError, match="give --vqvae PATH"):
     runner.run(dataclasses.replace(args, checkpoint=tiny_model_dir))
+
+
+def test_bad_references(codec, caplog):
+  """An unreadable reference object is logged, counted and left out; `masks` that do not fit the suffix's
+  objects stop the scoring naming the file and line."""
+  codes = np.arange(16)
+  good = obj((100, 100, 500, 500), codes)
+  bad = "<loc0100><loc0100><loc0500><loc0500><seg001><seg002>"  # a partial <seg> run
+  refs = [{"image": "a.png", "prefix": "segment cat", "suffix": f"{good} ; {bad}", "height": 20, "width": 30,
+           "_line": 7}]
+  preds = [{"image": "a.png", "prefix": "segment cat", "prediction": good}]
+  metrics, _ = score("segment", preds, refs, vqvae=codec, references_name="valid.jsonl")
+  assert metrics["unreadable_reference_objects"] == 1 and metrics["num_gt_objects"] == 1
+  assert metrics["miou"] == 1.0 and "valid.jsonl, line 7" in caplog.text and "has 2 <seg> tokens" in caplog.text
+  two = [{"label": "cat", "box": [0, 0, 1, 1], "rle": rle_dict(np.ones((20, 30), bool))}] * 2
+  with pytest.raises(ValueError, match=r"valid.jsonl, line 7: 2 `masks` for the 1 readable objects"):
+    score("segment", preds, [{**refs[0], "masks": two}], vqvae=codec, references_name="valid.jsonl")
+  wrong_size = [{"label": "cat", "box": [0, 0, 1, 1], "rle": rle_dict(np.ones((10, 30), bool))}]
+  with pytest.raises(ValueError, match=r"valid.jsonl, line 7: mask 1 is 10×30, the image 20×30"):
+    score("segment", preds, [{**refs[0], "masks": wrong_size}], vqvae=codec, references_name="valid.jsonl")
+  with pytest.raises(ValueError, match=r"line 7: mask 1 is not"):
+    score("segment", preds, [{**refs[0], "masks": [{"label": "cat"}]}], vqvae=codec, references_name="valid.jsonl")
+  with pytest.raises(ValueError, match="needs the mask codec"):
+    score("segment", preds, refs)
