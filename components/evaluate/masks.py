@@ -148,8 +148,8 @@ def score_segment(examples: list[dict], vqvae: Mapping[str, Any], image_root: st
   metrics, per_example = segmentation_metrics(seg_examples)
   for record, result in zip(records, per_example):
     solid = {m["prediction"] for m in result["matches"] if m["mask_iou"] >= MATCH_IOU}
-    record.update(score=result["score"], matches=result["matches"],
-                  pred_boxes=[[*o["box"], o["label"], o["score"], i in solid] for i, o in enumerate(record["pred_objects"])],
-                  pred_masks=[o["rle"] for o in record["pred_objects"]])
+    objects = record["pred_objects"]
+    record.update(score=result["score"], matches=result["matches"], pred_masks=[o["rle"] for o in objects],
+                  pred_boxes=[[*o["box"], o["label"], o["score"], i in solid] for i, o in enumerate(objects)])
   metrics["unreadable_reference_objects"] = unreadable
   return metrics, records

@@ -5,7 +5,8 @@ metrics (base and tuned side by side when a baseline is given), the per-class ta
 gallery of examples, worst first, each with the image, ground-truth boxes (green) and predicted boxes
 (magenta, dashed when unmatched at IoU 0.5) drawn as an SVG overlay in normalised coordinates, and the
 prompt, references and answers underneath. For segmentation the masks are drawn too, semi-transparent in
-the same colours (one PNG layer per side, at the thumbnail's resolution, stretched over the image). The page uses the window's whole width: the gallery is a grid
+the same colours (one PNG layer per side, at the thumbnail's resolution, stretched over the image). The
+page uses the window's whole width: the gallery is a grid
 of as many columns as fit.
 """
 from __future__ import annotations

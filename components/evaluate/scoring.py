@@ -3,9 +3,10 @@
 References are rows `image`, `prefix`, `suffix` (a dataset's jsonl); several rows with the same
 (image, prefix) are several reference answers (several captions; VQA's human answers; for detection and
 segmentation, their objects together); a row may also carry an `answers` list, and for segmentation
-`masks` (its objects' full-resolution masks as COCO RLE, see masks.py) and `height`/`width`. Predictions are rows `image`,
-`prefix`, `prediction`, optionally `tokens` (each generated token's text) and `token_logprobs`; for
-detection, instead of loc text, `boxes` (what `coco_results.read` makes of another detector's output).
+`masks` (its objects' full-resolution masks as COCO RLE, see masks.py) and `height`/`width`.
+Predictions are rows `image`, `prefix`, `prediction`, optionally `tokens` (each generated token's text)
+and `token_logprobs`; for detection, instead of loc text, `boxes` (what `coco_results.read` makes of
+another detector's output).
 Images are matched by their stable key (`keys.py`: `source_image`, then `image`, then the end of the path).
 A reference without a prediction is scored as an empty answer, a prediction without a reference is
 left out; both are counted and logged.

@@ -67,9 +67,11 @@ def test_hand_checked_metrics(codec):
           {"image": "c.png", "prefix": "segment cat", "suffix": obj(c1, codes)},
           {"image": "d.png", "prefix": "segment cat", "suffix": obj(d1, codes)}]
   refs = [{**r, "height": 40, "width": 50, "_line": i + 1} for i, r in enumerate(refs)]
-  preds = [{"image": "a.png", "prefix": "segment cat", "prediction": obj(a1, codes, "cat") + " ; " + obj(a2, codes, "cat")},
+  partial = "<loc0001><loc0002><loc0003><loc0004><seg001> cat"
+  preds = [{"image": "a.png", "prefix": "segment cat",
+            "prediction": obj(a1, codes, "cat") + " ; " + obj(a2, codes, "cat")},
            {"image": "b.png", "prefix": "segment cat",
-            "prediction": obj(b1, changed) + " ; " + obj(fp, codes, "cat") + " ; <loc0001><loc0002><loc0003><loc0004><seg001> cat"},
+            "prediction": obj(b1, changed) + " ; " + obj(fp, codes, "cat") + " ; " + partial},
            {"image": "c.png", "prefix": "segment cat", "prediction": ""},
            {"image": "d.png", "prefix": "segment cat", "prediction": obj(d1, codes, "dog")}]
   metrics, records = score("segment", preds, refs, vqvae=codec)
