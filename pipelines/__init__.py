@@ -11,7 +11,7 @@ Modules: `targets` (the target table), `dag` (the DAG), `steps` (its components:
 `components/<step>/component.py`, plus fingerprint, champion, rescore, gate and promote), `gate` +
 `champion` (promotion), `listing` (the dataset listing's fingerprint, convert's cache key), `runtime`
 (kfp-free helpers of the component bodies), `images` (step images pinned to the package version),
-`local`/`synthetic`/`local_demo` (the offline demo), `compile`, `submit`, `kfp_local_fix` (two KFP
+`local`/`synthetic`/`local_demo` (the offline demo), `compile`, `submit`, `kfp_local_fix` (KFP
 local-runner fixes). Importing this package does not import kfp.
 """
 from pipelines.gate import HEADLINE_METRIC

@@ -18,6 +18,7 @@ step downstream of a new dataset re-runs because its input artifact is new.
 # (No `from __future__ import annotations`: KFP reads the pipeline signature's annotations as types.)
 
 import copy
+from typing import Optional
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact
@@ -150,12 +151,12 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       splits: str = "train=0.8,valid=0.1,test=0.1",
       seed: int = 0,
       finetune_config: str = "notebook_attention_sgd",
-      trainable: str = "",
-      total_steps: int = 0,
-      epochs: float = 0.0,
-      batch_size: int = 0,
-      lr: float = 0.0,
-      text_len: int = 0,
+      trainable: Optional[str] = None,  # None: the finetune config's value
+      total_steps: Optional[int] = None,  # total_steps and epochs replace each other
+      epochs: Optional[float] = None,
+      batch_size: Optional[int] = None,
+      lr: Optional[float] = None,
+      text_len: Optional[int] = None,
       finetune_overrides: list = [],  # noqa: B006 (KFP reads the default; it is never mutated)
       eval_split: str = "valid",
       sampler: str = "greedy",
@@ -186,7 +187,7 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
     finetune = heavy(finetune_op(
         base_model=download.outputs["model_dir"], dataset=convert.outputs["dataset"], config=finetune_config,
         trainable=trainable, total_steps=total_steps, epochs=epochs, batch_size=batch_size, lr=lr,
-        text_len=text_len, overrides=finetune_overrides, **vertex_args(service_account)))
+        text_len=text_len, seed=seed, overrides=finetune_overrides, **vertex_args(service_account)))
     finetune.set_display_name("finetune")
     if where.platform != "local":
       finetune.set_retry(num_retries=FINETUNE_RETRIES)  # a retried task resumes from its own checkpoints

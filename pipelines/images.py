@@ -1,28 +1,7 @@
-"""The container images the pipeline's steps run in, pinned to this package's version.
+"""The container images the pipeline's steps run in: `components.common.images`, where the steps' own
+components find them too (the steps do not import this package)."""
+from components.common.images import (EXTRA, FLAVORS, LOCAL_REGISTRY, PACKAGE, PACKAGE_VERSION, STEP_EXTRAS,
+                                      default_registry, image_extras, image_uri)
 
-`images/Dockerfile.{cpu,gpu,tpu}` build them; `infra/` creates the Artifact Registry repository they are
-pushed to. A compiled pipeline names `REGISTRY/paligemma-pipelines-FLAVOR:VERSION`, so a pipeline compiled
-by version X always runs the steps of version X.
-"""
-from __future__ import annotations
-
-import importlib.metadata
-
-PACKAGE = "paligemma-pipelines"
-PACKAGE_VERSION = importlib.metadata.version(PACKAGE)
-FLAVORS = ("cpu", "gpu", "tpu")
-# The pip extra each image installs (pyproject.toml [project.optional-dependencies]); the CPU image has none.
-EXTRA = {"cpu": "", "gpu": "gpu", "tpu": "tpu"}
-# Where `docker build` tags land when no registry is given (local builds, KFP clusters pulling from a mirror).
-LOCAL_REGISTRY = "paligemma"
-
-
-def default_registry(project: str, region: str) -> str:
-  """The Artifact Registry repository `infra/setup.sh` creates."""
-  return f"{region}-docker.pkg.dev/{project}/paligemma"
-
-
-def image_uri(flavor: str, registry: str = LOCAL_REGISTRY) -> str:
-  if flavor not in FLAVORS:
-    raise ValueError(f"unknown image flavor {flavor!r}; choose one of {FLAVORS}")
-  return f"{registry.rstrip('/')}/{PACKAGE}-{flavor}:{PACKAGE_VERSION}"
+__all__ = ["EXTRA", "FLAVORS", "LOCAL_REGISTRY", "PACKAGE", "PACKAGE_VERSION", "STEP_EXTRAS", "default_registry",
+           "image_extras", "image_uri"]

@@ -1,4 +1,7 @@
-"""Three fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
+"""Five fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
+
+They replace private functions of kfp's local runner, so they are written against one release line,
+`SUPPORTED_KFP` (pyproject.toml pins it); `install()` refuses any other kfp.
 
 1. `dsl.If`.
 kfp 2.16's local orchestrator (`kfp.local.orchestrator.enhanced_dag_orchestrator.ConditionEvaluator`)
@@ -11,20 +14,39 @@ are not found at all). Vertex AI and the KFP backend evaluate these conditions a
 `inputs.parameter_values['pipelinechannel--X']` to its value and evaluates the comparison with CEL's
 literals, failing loudly (instead of silently skipping the branch) on anything it cannot read.
 
-2. Optional input artifacts (`baseline: Input[Artifact] = None`, the evaluate step's): kfp 2.16's
-`executor_input_utils.construct_executor_input` looks every declared input artifact up in the task's
-arguments and raises KeyError for an optional one that was not passed. The fix leaves such inputs out of
-the executor input, which is what the KFP backend does; the component then receives its default (None).
+2. Optional inputs without a value: an input artifact that was not passed (`baseline: Input[Artifact] =
+None`, the evaluate step's), a parameter whose value is None (`lr: Optional[float] = None`, the finetune
+step's). kfp 2.16's `executor_input_utils.construct_executor_input` raises KeyError for the first and
+cannot serialise the second. The fix leaves such inputs out of the executor input, which is what the KFP
+backend does; the component then receives its default (None).
 
 3. `dsl.PIPELINE_JOB_NAME_PLACEHOLDER` inside a `dsl.If` branch: the enhanced orchestrator runs the branch
 as a nested DAG named `<job>/condition-1` (to keep its output paths apart) and substitutes that nested name
 for the job name, so the export step wrote to `models/<job>/condition-1`. Vertex AI and KFP give the run's
 name; the fix substitutes the root name (the part before the first `/`) for that one placeholder.
+
+4. Optional pipeline parameters without a default (`lr: Optional[float] = None`): kfp 2.16's
+`OrchestratorUtils.join_user_inputs_and_defaults` fails on their empty default ("Unknown value type")
+when the run does not set them. The fix gives them None, which fix 2 then leaves out of the step's input
+(the KFP backend treats them the same way since 2.5).
+
+5. The interpreter of a step: kfp 2.16's `subprocess_task_handler.replace_python_executable` replaces the
+text `python3` with this interpreter's path in every element of the command line but the component's
+source, so also in the arguments after it: the executor input, whose paths and values then break wherever
+they contain `python3`, e.g. a config file in `.../lib/python3.11/site-packages/` (any installed,
+non-editable package). The fix replaces it only in the launcher script before the source, where kfp
+writes the `python3` it means.
 """
 from __future__ import annotations
 
 import copy
 import re
+
+SUPPORTED_KFP = ((2, 16), (2, 17))  # [lowest, highest) release line these fixes are written against
+
+
+class UnsupportedKfpError(RuntimeError):
+  """The installed kfp is not the release line the local-runner fixes were written against."""
 
 _CHANNEL = re.compile(r"inputs\.parameter_values\['pipelinechannel--(?P<name>[A-Za-z0-9_\-]+)'\]")
 _CEL_WORDS = {"true": "True", "false": "False", "null": "None", "&&": " and ", "||": " or "}
@@ -58,14 +80,19 @@ def evaluate_condition(condition: str, io_store) -> bool:
   return bool(eval(expression, {"__builtins__": {}, "int": int, "float": float, "str": str}, values))  # noqa: S307
 
 
-def _without_unpassed_optional_artifacts(construct):
+def _without_unset_optional_inputs(construct):
   def construct_executor_input(component_spec, arguments, *args, **kwargs):
-    artifacts = component_spec.input_definitions.artifacts
-    unpassed = [name for name, spec in artifacts.items() if spec.is_optional and name not in arguments]
-    if unpassed:
+    inputs = component_spec.input_definitions
+    artifacts = [name for name, spec in inputs.artifacts.items() if spec.is_optional and name not in arguments]
+    parameters = [name for name, spec in inputs.parameters.items() if spec.is_optional and (
+        arguments[name] is None if name in arguments else not spec.HasField("default_value"))]
+    if artifacts or parameters:
       component_spec = copy.deepcopy(component_spec)
-      for name in unpassed:
+      for name in artifacts:
         del component_spec.input_definitions.artifacts[name]
+      for name in parameters:
+        del component_spec.input_definitions.parameters[name]
+      arguments = {k: v for k, v in arguments.items() if k not in parameters}
     return construct(component_spec, arguments, *args, **kwargs)
 
   construct_executor_input.fixed_by_pipelines = True
@@ -84,14 +111,55 @@ def _root_job_name(resolve):
   return resolve_individual_placeholder
 
 
-def install() -> None:
-  """Idempotent; affects only the KFP local runner of this process."""
-  from kfp.local import executor_input_utils, placeholder_utils
-  from kfp.local.orchestrator import enhanced_dag_orchestrator
+def _unset_optional_parameters_are_none(join):
+  def join_user_inputs_and_defaults(dag_arguments, dag_inputs_spec):
+    unset = {name: None for name, spec in dag_inputs_spec.parameters.items()
+             if name not in dag_arguments and spec.is_optional and not spec.HasField("default_value")}
+    return join({**dag_arguments, **unset}, dag_inputs_spec)
 
+  join_user_inputs_and_defaults.fixed_by_pipelines = True
+  return join_user_inputs_and_defaults
+
+
+def _python_only_in_the_launcher(replace):
+  def replace_python_executable(full_command, new_executable):
+    for i, element in enumerate(full_command):
+      if '"$program_path/ephemeral_component.py"' in element and '"$@"' in element:  # the launcher script
+        return replace(full_command[:i + 1], new_executable) + list(full_command[i + 1:])
+    return replace(full_command, new_executable)
+
+  replace_python_executable.fixed_by_pipelines = True
+  return replace_python_executable
+
+
+def check_version(version: str) -> None:
+  """Raises UnsupportedKfpError unless `version` is in the SUPPORTED_KFP release line."""
+  (low, high), numbers = SUPPORTED_KFP, tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+  if not low <= numbers < high:
+    wanted = f"kfp>={low[0]}.{low[1]},<{high[0]}.{high[1]}"
+    raise UnsupportedKfpError(
+        f"kfp {version} is installed, but the local runner's fixes (pipelines/kfp_local_fix.py) are written "
+        f"against {wanted}; install the tested version: pip install '{wanted}' (or pip install -c constraints.txt .)")
+
+
+def install() -> None:
+  """Idempotent; affects only the KFP local runner of this process. Raises UnsupportedKfpError on a kfp
+  release these fixes were not written against."""
+  import kfp
+  from kfp.local import executor_input_utils, placeholder_utils, subprocess_task_handler
+  from kfp.local.orchestrator import enhanced_dag_orchestrator, orchestrator_utils
+
+  check_version(kfp.__version__)
   enhanced_dag_orchestrator.ConditionEvaluator.evaluate_condition = staticmethod(evaluate_condition)
   if not getattr(executor_input_utils.construct_executor_input, "fixed_by_pipelines", False):
-    executor_input_utils.construct_executor_input = _without_unpassed_optional_artifacts(
+    executor_input_utils.construct_executor_input = _without_unset_optional_inputs(
         executor_input_utils.construct_executor_input)
+  if not getattr(subprocess_task_handler.replace_python_executable, "fixed_by_pipelines", False):
+    subprocess_task_handler.replace_python_executable = _python_only_in_the_launcher(
+        subprocess_task_handler.replace_python_executable)
+  utils = orchestrator_utils.OrchestratorUtils
+  if not getattr(utils.join_user_inputs_and_defaults, "fixed_by_pipelines", False):
+    utils.join_user_inputs_and_defaults = staticmethod(_unset_optional_parameters_are_none(
+        utils.join_user_inputs_and_defaults))
   if not getattr(placeholder_utils.resolve_individual_placeholder, "fixed_by_pipelines", False):
     placeholder_utils.resolve_individual_placeholder = _root_job_name(placeholder_utils.resolve_individual_placeholder)

@@ -2,6 +2,7 @@
 
   python -m pipelines.local                       # offline demo: synthetic shapes, small random model, CPU
   python -m pipelines.local --model paligemma2-3b-pt-224 --dataset ./my_coco --format coco --task detect
+  python -m pipelines.local --smoke               # every step once at real size (3B, random weights), timed
 
 Every artifact lands in `--output` (default `runs/<timestamp>`), with `summary.json`: the base and tuned
 metrics, the gate's decision and reason, and the paths of the report and of the exported model.
@@ -13,6 +14,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -31,20 +33,20 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--tokenizer", default="")
   p.add_argument("--train-images", type=int, help="demo: synthetic training images (default local_demo.DEMO)")
   p.add_argument("--valid-images", type=int, help="demo: synthetic validation images")
-  p.add_argument("--seed", type=int, help="demo: seed of the synthetic data, the random model and training "
-                 "(default local_demo.DEMO)")
+  p.add_argument("--seed", type=int, help="seed of the split and of training; demo: also of the synthetic data "
+                 "and the random model (default local_demo.DEMO)")
   p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
   p.add_argument("--format", default="coco", help="dataset format, see python -m components.convert --help")
   p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"))
   p.add_argument("--classes", default="")
   p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
                  "real models, pipelines/local_demo.py for the demo)")
-  p.add_argument("--trainable", default="", help="preset or regexes (default: the config's)")
-  p.add_argument("--steps", type=int, default=0, help="training steps (default: the config's)")
-  p.add_argument("--epochs", type=float, default=0.0)
-  p.add_argument("--batch", type=int, default=0)
-  p.add_argument("--lr", type=float, default=0.0)
-  p.add_argument("--text-len", type=int, default=0)
+  p.add_argument("--trainable", help="preset or regexes (default: the config's)")
+  p.add_argument("--steps", type=int, help="training steps (default: the config's; replaces its epochs)")
+  p.add_argument("--epochs", type=float, help="training epochs (default: the config's; replaces its steps)")
+  p.add_argument("--batch", type=int)
+  p.add_argument("--lr", type=float)
+  p.add_argument("--text-len", type=int)
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="any other finetune config override, e.g. --set lora.rank=8 (repeatable)")
   p.add_argument("--eval-limit", type=int, default=0, help="evaluate on at most N examples (0 = all)")
@@ -56,6 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="the tuned model must beat the champion (or base model) by more than this")
   p.add_argument("--rebaseline", action="store_true", help="compare with the base model and replace a champion "
                  "record of another task or metric if the tuned model passes")
+  p.add_argument("--smoke", action="store_true", help="time every step once: --smoke-model with random weights, "
+                 "a tiny synthetic dataset, the pipeline's default finetune config for a few steps; prints seconds "
+                 "per step (summary.json: step_seconds)")
+  p.add_argument("--smoke-model", default="paligemma2-3b-pt-224", help="the --smoke model (a configs name)")
   args = p.parse_args(argv)
   if args.model and not args.dataset:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
@@ -63,13 +69,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
-                 seed: int | None = None) -> dict:
+                 seed: int | None = None, model: str | None = None) -> dict:
   """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them."""
   from components import paligemma
   from pipelines import local_demo, synthetic
 
   demo = dict(local_demo.DEMO)
-  demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images)) if v})
+  demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images),
+                                 ("model", model)) if v})
   if seed is not None:
     demo["seed"] = seed
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
@@ -82,24 +89,39 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
            demo["train_images"], demo["valid_images"], demo["model"])
   return dict(model=demo["model"], model_source=checkpoint, dataset_uri=dataset, dataset_format="coco",
               task="detect", finetune_config=os.path.abspath(local_demo.__file__), seed=demo["seed"],
-              finetune_overrides=[f"seed={demo['seed']}"],
               max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
 
 
+# --smoke: the sizes of a timing run (every step once, not learning anything).
+SMOKE = dict(train_images=16, valid_images=8, total_steps=4, batch_size=8, eval_limit=8, max_decode_len=8)
+
+
 def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
-  if args.model:
+  """The pipeline's arguments; the finetune settings are checked (config.ConfigError) before the demo's inputs
+  are written."""
+  from pipelines import local_demo
+
+  if args.smoke:
+    args.steps, args.batch = args.steps or SMOKE["total_steps"], args.batch or SMOKE["batch_size"]
+  finetune = dict(trainable=args.trainable, total_steps=args.steps, epochs=args.epochs, batch_size=args.batch,
+                  lr=args.lr, text_len=args.text_len)
+  finetune = {k: v for k, v in finetune.items() if v is not None}  # unset: the finetune config's value
+  config = args.config or ("notebook_attention_sgd" if args.model or args.smoke
+                           else os.path.abspath(local_demo.__file__))
+  seed = local_demo.DEMO["seed"] if args.seed is None else args.seed  # the split's and the trainer's
+  check_finetune_settings(config, args.set, **finetune, seed=seed)
+  if args.smoke:
+    arguments = prepare_demo(os.path.join(output, "inputs"), SMOKE["train_images"], SMOKE["valid_images"],
+                             args.seed, model=args.smoke_model)
+    arguments.update(eval_limit=SMOKE["eval_limit"], max_decode_len=SMOKE["max_decode_len"])
+  elif args.model:
     arguments = dict(model=args.model, model_source=args.source, tokenizer=args.tokenizer,
-                     dataset_uri=args.dataset, dataset_format=args.format, task=args.task,
-                     finetune_config=args.config or "notebook_attention_sgd")
+                     dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
   else:
     arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images, args.seed)
     if args.dataset:  # the demo model on the user's data
       arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
-    if args.config:
-      arguments["finetune_config"] = args.config
-  arguments.update(classes=args.classes, trainable=args.trainable, total_steps=args.steps, epochs=args.epochs,
-                   batch_size=args.batch, lr=args.lr, text_len=args.text_len,
-                   finetune_overrides=arguments.get("finetune_overrides", []) + args.set,
+  arguments.update(finetune, finetune_config=config, seed=seed, classes=args.classes, finetune_overrides=args.set,
                    export_uri=os.path.join(output, "models"), export_format=args.export_format,
                    champion_uri=args.champion, min_metric=args.min_metric,
                    min_improvement=args.min_improvement, rebaseline=args.rebaseline)
@@ -108,6 +130,29 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
   if args.max_decode_len:
     arguments["max_decode_len"] = args.max_decode_len
   return arguments
+
+
+def check_finetune_settings(config: str, overrides=(), **settings) -> None:
+  """Builds the finetune config the run would train with (no training): a bad key or value fails now, in one
+  line (components.finetune.config.ConfigError), not minutes later inside the finetune step."""
+  from components.finetune import task
+
+  task.resolve_config(config, overrides=overrides, **settings)
+class _StepTimes(logging.Filter):
+  """Wall seconds of each task, from the KFP local runner's own log records ("Executing task 'x'", "Task
+  'x' finished ..."); a filter on the root logger, which keeps it while the runner swaps the handlers."""
+
+  def __init__(self):
+    super().__init__()
+    self.seconds, self._started = {}, {}
+
+  def filter(self, record):
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(record.msg))
+    if m := re.match(r"Executing task '?([\w-]+)'?", text):
+      self._started[m[1]] = record.created
+    elif (m := re.match(r"Task '?([\w-]+)'? finished", text)) and m[1] in self._started:
+      self.seconds[m[1]] = round(record.created - self._started.pop(m[1]), 1)
+    return True
 
 
 def run(arguments: dict, output: str) -> dict:
@@ -124,9 +169,14 @@ def run(arguments: dict, output: str) -> dict:
                  pipeline_root=os.path.join(output, "artifacts"), raise_on_error=True)
   kfp_local_fix.install()  # dsl.If (the gate) evaluates like on Vertex AI / KFP
   start = time.monotonic()
-  with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
-    run_task = build_pipeline(get_target("local"))(**arguments)
+  step_times = _StepTimes()
+  logging.getLogger().addFilter(step_times)
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
+      run_task = build_pipeline(get_target("local"))(**arguments)
+  finally:
+    logging.getLogger().removeFilter(step_times)
   elapsed = time.monotonic() - start
   with open(run_task.output.path) as f:
     decision = json.load(f)
@@ -139,6 +189,7 @@ def run(arguments: dict, output: str) -> dict:
       "exported_model": record["model_uri"] if record else None,
       "champion_record": decision["champion_uri"] if record else None,
       "pipeline_seconds": round(elapsed, 1),
+      "step_seconds": step_times.seconds,
       "arguments": {k: v for k, v in arguments.items()},
   }
   write_json_atomic(os.path.join(output, "summary.json"), summary)
@@ -152,13 +203,21 @@ def main(argv=None) -> int:
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
   os.makedirs(output, exist_ok=True)
   start = time.monotonic()
-  summary = run(pipeline_arguments(args, output), output)
+  from components.finetune.config import ConfigError
+  try:
+    arguments = pipeline_arguments(args, output)
+  except ConfigError as e:
+    print(f"python -m pipelines.local: finetune config: {e}", file=sys.stderr)
+    return 2
+  summary = run(arguments, output)
   metric = summary["gate"]["metric"]
   print(f"\nbase  {metric}: {summary['gate']['base']:.4f}")
   print(f"tuned {metric}: {summary['gate']['tuned']:.4f}")
   print(f"gate: {'PASSED' if summary['gate']['passed'] else 'NOT PASSED'}: {summary['gate']['reason']}")
   print(f"report: {summary['report']}")
   print(f"exported model: {summary['exported_model'] or '(none: the gate did not pass)'}")
+  if summary["step_seconds"]:
+    print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["step_seconds"].items()))
   print(f"summary: {os.path.join(output, 'summary.json')} (total {time.monotonic() - start:.0f}s)")
   return 0
 

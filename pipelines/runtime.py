@@ -1,5 +1,6 @@
-"""Helpers the DAG's component bodies use inside their container (the gate, promote, evaluate and export
-components). Plain Python, no kfp: KFP's executor imports them next to its reduced `kfp.dsl`."""
+"""Helpers the pipeline's own component bodies (gate and promote) use inside their container. Plain Python,
+no kfp: KFP's executor imports them next to its reduced `kfp.dsl`. (The steps' bodies use their own task
+modules: components never import this package.)"""
 from __future__ import annotations
 
 import json
@@ -12,18 +13,6 @@ def read_metrics(evaluation_dir: str) -> dict:
     return json.load(f)
 
 
-def scalar_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
-  """The numbers of a (possibly nested) metrics dict, flattened with '/' so KFP `Metrics` can show them."""
-  flat = {}
-  for key, value in metrics.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      flat.update(scalar_metrics(value, prefix=f"{name}/"))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-      flat[name] = float(value)
-  return flat
-
-
 def champion_location(champion_uri: str, export_uri: str) -> str:
   """The champion record: given explicitly, else `champion.json` next to the exported models."""
   if champion_uri:
@@ -31,16 +20,6 @@ def champion_location(champion_uri: str, export_uri: str) -> str:
   if export_uri:
     return export_uri.rstrip("/") + "/champion.json"
   return ""
-
-
-def export_location(export_uri: str, run_id: str, fallback: str) -> str:
-  """Exported models live at EXPORT_URI/RUN_ID; with no export URI, at `fallback` (the step's own artifact)."""
-  if not export_uri:
-    return fallback
-  if not run_id:
-    raise ValueError(f"export_uri {export_uri!r} needs a run_id: exports land in EXPORT_URI/RUN_ID (the pipeline "
-                     "passes its run name)")
-  return f"{export_uri.rstrip('/')}/{run_id}"
 
 
 def report_path(evaluation_dir: str) -> str:

@@ -6,7 +6,7 @@ call; `boxes_to_loc_text` / `loc_text_to_boxes` are the detection text both conv
 from components.convert.core import ConversionError, ConvertConfig, convert, parse_splits
 from components.convert.locations import boxes_to_loc_text, check_class_name, detect_prefix, loc_text_to_boxes
 from components.convert.readers import FORMATS
-from components.convert.records import decode_record, encode_record, list_shards, read_shard, shard_name
+from components.common.records import decode_record, encode_record, list_shards, read_shard, shard_name
 
 __all__ = [
     "ConversionError", "ConvertConfig", "convert", "parse_splits", "boxes_to_loc_text", "loc_text_to_boxes",

@@ -6,6 +6,7 @@ import logging
 import sys
 
 from components.common.errors import storage_error
+from components.common.extras import MissingExtra
 from components.convert.core import TASKS, ConversionError, ConvertConfig, convert, parse_splits
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.readers import FORMATS
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
     report = convert(config_from_args(args))
-  except (ConversionError, OutputBusyError, ValueError, FileNotFoundError) as e:
+  except (ConversionError, OutputBusyError, ValueError, FileNotFoundError, MissingExtra) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except OSError as e:

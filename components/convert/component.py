@@ -12,7 +12,7 @@ never served a conversion cached from before they changed.
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Output[Dataset], classes: str = "",

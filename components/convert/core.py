@@ -22,7 +22,8 @@ import tempfile
 
 from tqdm import tqdm
 
-from components.convert import records, report as report_lib, splits, storage
+from components.common import records
+from components.convert import report as report_lib, splits, storage
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.locations import check_class_name, detect_prefix
 from components.convert.readers import FORMATS, READERS

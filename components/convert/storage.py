@@ -42,7 +42,7 @@ import time
 
 from components.common import atomic, datasets
 from components.common.datasets import CURRENT, READERS_LOCK, VERSIONS
-from components.convert.records import RECORDS_DIR
+from components.common.records import RECORDS_DIR
 
 log = logging.getLogger("components.convert")
 

@@ -12,7 +12,7 @@ identity's application-default credentials serve GCS.
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _download_model_dir(model: str, model_dir: Output[Model], source: str = "", tokenizer: str = "",

@@ -11,7 +11,6 @@ source, or else the checkpoint's own array shapes (`components.paligemma.infer_c
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import logging
 import os
@@ -20,12 +19,13 @@ import time
 import requests
 from google.api_core import exceptions as gexc
 
+import components
 from components.download import files, gcs, hf, kaggle, secrets, sources, validate
 from components.download.model_dir import MODEL_JSON, TOKENIZER, ModelDir, read_if_file
 from components.download.errors import ChecksumError, DownloadError, TransientError
 from components.download.sources import DEFAULT_TOKENIZER, Kind, Source
 
-PACKAGE_VERSION = importlib.metadata.version("paligemma-pipelines")
+PACKAGE_VERSION = components.__version__
 RETRIES = 3
 RETRY_WAIT_S = 1.0
 # Errors worth another attempt: bad bytes, dropped connections, overloaded servers. The clients resume

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from components.common import extras
 from components.evaluate import coco_results, jsonl, outputs, scoring
 
 
@@ -106,6 +107,11 @@ def main(argv=None) -> int:
   _add_score(sub)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  if args.task == "caption":  # CIDEr comes with an extra: say so before decoding anything
+    try:
+      extras.require("pycocoevalcap", extra="caption", needed_by="caption scoring (CIDEr)")
+    except extras.MissingExtra as e:
+      parser.error(str(e))
   if args.command == "score" and args.baseline and not args.output:
     parser.error("score --baseline only changes the report: give --output too")
   if args.command == "score":

@@ -9,7 +9,7 @@ to the `report` HTML artifact, which the Vertex AI console renders.
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, evaluation: Output[Artifact],
@@ -26,8 +26,7 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
   import shutil
 
   from components.common.artifacts import location
-  from components.evaluate.task import run_evaluate
-  from pipelines.runtime import scalar_metrics  # nested keys joined with '/', None left out
+  from components.evaluate.task import run_evaluate, scalar_metrics  # nested keys joined with "/", None left out
 
   local = {"gcs_direct": False}  # evaluate reads and writes local files (the FUSE mount on Vertex AI)
   values = scalar_metrics(run_evaluate(location(model, **local), location(dataset, **local), task,

@@ -2,7 +2,7 @@
 
   checkpoint -> params, model_cfg, tokenizer     (workdir, model directory, or .npz; local or gs://)
   DIR/{split}.jsonl -> unique (image, prefix) prompts, in file order, `--limit` of them
-  per batch: images (the trainer's preprocessing) + prompts -> batch [B] padded to a multiple of the
+  per batch: images (`paligemma.preprocess_image`, as in training) + prompts -> batch [B] padded to a multiple of the
              device count -> `paligemma.decode` (KV cache sharded with the batch) -> real rows only
   -> OUT/predictions.jsonl, then scoring, OUT/metrics.json and OUT/report.html (components.evaluate.outputs)
 
@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from components import paligemma
-from components.common import datasets
+from components.common import datasets, sharding
 from components.common.checkpoints import read_model_json, resolve_checkpoint
 from components.evaluate import jsonl, masks, outputs
 
@@ -81,7 +81,8 @@ def load_checkpoint(path: str, which: str = "latest", tokenizer: str | None = No
                             f"tokenizer.model into {resolved.directory}")
   meta = read_model_json(resolved)
   if resolved.kind == "workdir":
-    from components.finetune import load_trained_params  # a finetune workdir: LoRA merged there
+    from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
+
     params, model_cfg = load_trained_params(resolved.path, which=which)
   else:
     model_cfg = _model_cfg(meta)
@@ -108,11 +109,10 @@ def read_split(data_dir: str, split: str, limit: int | None) -> tuple[list[dict]
 
 def _load_image(data_dir: str, row: dict, size: int) -> np.ndarray | str:
   """The model's input image [size, size, 3] in [-1, 1], or why it could not be read."""
-  from components.finetune.data import preprocess_image  # the trainer's: eval sees what training saw
   path = os.path.join(data_dir, row["image"])
   try:
     with open(path, "rb") as f:
-      return preprocess_image(f.read(), size)
+      return paligemma.preprocess_image(f.read(), size)
   except Exception as e:  # Pillow raises many kinds; any of them means this one row cannot be evaluated
     return f"cannot read image {path} (line {row.get('_line')} of the split's jsonl): {e}"
 
@@ -120,20 +120,18 @@ def _load_image(data_dir: str, row: dict, size: int) -> np.ndarray | str:
 # --------------------------------------------------------------------------------------------- sharding
 
 def _param_shardings(params, mesh):
-  from components.finetune import sharding as fsdp
   total = sum(np.asarray(x).nbytes for x in jax.tree.leaves(params))
   stats = mesh.devices.flat[0].memory_stats() or {}
   limit = stats.get("bytes_limit")
   if limit is None or total <= REPLICATE_UP_TO * limit:
     return jax.tree.map(lambda _: NamedSharding(mesh, P()), params)
   log.info("parameters (%.1f GB) shard over %d devices (FSDP rule)", total / 1e9, mesh.size)
-  return fsdp.tree_shardings(params, mesh)
+  return sharding.tree_shardings(params, mesh)
 
 
 def make_mesh(devices=None):
-  """A ('data', 'fsdp') mesh, batch over both: the trainer's axis names, so the model's sharding hints apply."""
-  from components.finetune.sharding import make_mesh as trainer_mesh
-  return trainer_mesh(data=1, fsdp=-1, devices=devices)
+  """A ('data', 'fsdp') mesh, batch over both, as the trainer's (components.common.sharding)."""
+  return sharding.make_mesh(data=1, fsdp=-1, devices=devices)
 
 
 # --------------------------------------------------------------------------------------------- decoding
@@ -172,7 +170,7 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
   mesh = make_mesh(devices)
   n_dev = mesh.size
   batch = math.ceil(batch_size / n_dev) * n_dev  # every device gets the same number of rows
-  data_sharding = NamedSharding(mesh, P(("data", "fsdp")))
+  data_sharding = sharding.batch_sharding(mesh)
   params = jax.device_put(params, _param_shardings(params, mesh))
   progress = _Progress(len(rows))
   predictions, truncated_prompts = [], 0
@@ -198,7 +196,7 @@ def decode_rows(model, params, tokenizer, rows: list[dict], *, data_dir: str, im
       inputs = {"image": images, "text": prompts["text"], "mask_ar": prompts["mask_ar"],
                 "mask_input": prompts["mask_input"], "_mask": np.arange(batch) < len(real)}
       inputs = jax.device_put(inputs, data_sharding)
-      with jax.set_mesh(mesh):
+      with sharding.use_mesh(mesh):
         tokens, logprobs = paligemma.decode(model, params, inputs, max_decode_len=max_decode_len, sampler=sampler,
                                             eos_token=tokenizer.eos_id, rng=jax.random.fold_in(rng, start),
                                             return_logprobs=True)

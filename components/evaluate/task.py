@@ -16,3 +16,15 @@ def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, spl
       max_decode_len=max_decode_len or None, limit=limit or None, batch_size=batch_size,
       baseline=baseline_dir or None, which=which or "latest", prompt_len=prompt_len or None, seed=seed,
       run_id=run_id or None, vqvae=vqvae or None))
+
+
+def scalar_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+  """The numbers of a (possibly nested) metrics dict, flattened with "/" so KFP `Metrics` can show them."""
+  flat = {}
+  for key, value in metrics.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(scalar_metrics(value, prefix=f"{name}/"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      flat[name] = float(value)
+  return flat

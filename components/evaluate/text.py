@@ -19,8 +19,9 @@ import re
 from typing import Sequence
 
 import sacrebleu
-from pycocoevalcap.cider.cider import Cider
 from rapidfuzz.distance import Levenshtein
+
+from components.common.extras import require
 
 ANLS_THRESHOLD = 0.5
 _PTB_LIKE = re.compile(r"'\w+|\w+")
@@ -40,7 +41,8 @@ def cider(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> tu
     return 0.0, []
   gts = {i: [caption_tokens(r) for r in refs] for i, refs in enumerate(references)}
   res = {i: [caption_tokens(p)] for i, p in enumerate(predictions)}
-  score, scores = Cider().compute_score(gts, res)
+  cider_module = require("pycocoevalcap.cider.cider", extra="caption", needed_by="caption scoring (CIDEr)")
+  score, scores = cider_module.Cider().compute_score(gts, res)
   return float(score), [float(s) for s in scores]
 
 

@@ -6,6 +6,7 @@ import logging
 import sys
 
 from components.common.errors import storage_error
+from components.common.extras import MissingExtra
 from components.export.core import DTYPES, FORMATS, ExportConfig, export
 from components.export.registry import parse_labels
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
   cfg = parse_args(argv)
   try:
     export(cfg)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, MissingExtra) as e:
     print(f"export failed: {e}", file=sys.stderr)
     return 1
   except Exception as e:

@@ -9,7 +9,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _export_model(model: Input[Model], export_format: str, exported: Output[Model], checkpoint_file: str = "",
@@ -26,8 +26,7 @@ def _export_model(model: Input[Model], export_format: str, exported: Output[Mode
   import json
 
   from components.common.artifacts import location
-  from components.export.task import run_export
-  from pipelines.runtime import export_location
+  from components.export.task import export_location, run_export
 
   model_dir = location(model, gcs_direct=False)
   checkpoint = f"{model_dir.rstrip('/')}/{checkpoint_file}" if checkpoint_file else model_dir

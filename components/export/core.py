@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import importlib.metadata
 import json
 import logging
 import pathlib
@@ -27,11 +26,13 @@ import fsspec
 import ml_dtypes
 import numpy as np
 
+import components
 from components import paligemma
 from components.common import datasets
 from components.common.atomic import write_json_atomic
 from components.common.checkpoints import join, read_model_json, resolve_checkpoint
-from components.export import publish, registry
+from components.common.extras import require
+from components.export import processor, publish, registry
 from components.paligemma import configs
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def export(cfg: ExportConfig) -> dict:
     raise ValueError(f"--format {cfg.format!r}; choose one of {FORMATS}")
   if cfg.dtype is not None and cfg.dtype not in DTYPES:
     raise ValueError(f"--dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+  if cfg.format == "hf":  # before the slow part: the processor files need transformers
+    require("transformers", extra="hf", needed_by=processor.NEEDED_BY)
   if cfg.dry_run and not cfg.register:
     raise ValueError("--dry-run only replaces the Vertex AI registry upload with printing its request; give "
                      "--register too, or leave --dry-run out to export")
@@ -109,7 +112,7 @@ def _registry_request(cfg: ExportConfig) -> dict:
 
 
 def _version() -> str:
-  return importlib.metadata.version("paligemma-pipelines")
+  return components.__version__
 
 
 def _read_evaluation(path: str | None) -> dict | None:
@@ -146,7 +149,7 @@ def _load_source(checkpoint: str, which: str, tokenizer: str | None = None) -> _
             "sha256": upstream.get("files", {}).get(resolved.path.rsplit("/", 1)[-1], {}).get("sha256")}
     return _Source(params, model_cfg, resolved.tokenizer, name, info, None)
 
-  from components.finetune import load_trained_params  # imported here: the trainer pulls in orbax and optax
+  from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
 
   params, model_cfg = load_trained_params(resolved.path, which)
   config = _read(join(directory, "config.json"))
@@ -203,12 +206,10 @@ def _write_npz(source: _Source, staging: pathlib.Path) -> None:
 
 
 def _write_hf(source: _Source, staging: pathlib.Path) -> None:
-  from components.export.processor import write_processor
-
   paligemma.to_hf(source.params, source.model_cfg, staging)
   tokenizer = staging / "tokenizer.model"
   _copy_tokenizer(source, tokenizer)
-  write_processor(tokenizer, staging, image_size=configs.image_size(source.model_cfg),
+  processor.write_processor(tokenizer, staging, image_size=configs.image_size(source.model_cfg),
                   num_image_tokens=configs.num_image_tokens(source.model_cfg))
 
 

@@ -14,19 +14,19 @@ from __future__ import annotations
 import pathlib
 import shutil
 
+from components.common.extras import require
+
+
+NEEDED_BY = "export --format hf (the tokenizer and processor files; torch is not needed)"
+
 
 def write_processor(tokenizer_model: str | pathlib.Path, out_dir: str | pathlib.Path, *, image_size: int,
                     num_image_tokens: int) -> None:
   """Writes tokenizer.json, tokenizer_config.json, tokenizer.model, processor_config.json and
   preprocessor_config.json into `out_dir`."""
-  try:
-    import transformers
-    from transformers.tokenization_utils_base import AddedToken, generate_merges
-    from transformers.utils import sentencepiece_model_pb2_new as sentencepiece_pb2
-  except ImportError as e:
-    raise ImportError("--format hf needs transformers, a dependency of paligemma-pipelines: reinstall the "
-                      "package (pip install paligemma-pipelines) or pip install 'transformers>=5'; torch is not "
-                      "needed to export") from e
+  transformers = require("transformers", extra="hf", needed_by=NEEDED_BY)
+  from transformers.tokenization_utils_base import AddedToken, generate_merges
+  from transformers.utils import sentencepiece_model_pb2_new as sentencepiece_pb2
   out_dir = pathlib.Path(out_dir)
   proto = sentencepiece_pb2.ModelProto()
   proto.ParseFromString(pathlib.Path(tokenizer_model).read_bytes())

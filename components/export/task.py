@@ -19,3 +19,13 @@ def run_export(checkpoint_uri: str, export_format: str, output_uri: str, dtype: 
       serving_container=serving_container or None, labels=parse_labels(labels), project=project or None,
       location=location or None))
   return json.dumps(manifest)
+
+
+def export_location(export_uri: str, run_id: str, fallback: str) -> str:
+  """Exported models live at EXPORT_URI/RUN_ID; with no export URI, at `fallback` (the step's own artifact)."""
+  if not export_uri:
+    return fallback
+  if not run_id:
+    raise ValueError(f"export_uri {export_uri!r} needs a run_id: exports land in EXPORT_URI/RUN_ID (the pipeline "
+                     "passes its run name)")
+  return f"{export_uri.rstrip('/')}/{run_id}"

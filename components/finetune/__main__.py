@@ -17,36 +17,30 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m components.finetune", description=__doc__.split("\n\n", 1)[1],
       epilog="Any config key can be overridden as --config.KEY=VALUE (e.g. --config.optimizer.lr=1e-4, "
-             "--config.trainable=llm). Unknown keys are an error. Configs: components/finetune/configs/.")
+             "--config.trainable=llm); each key once. Unknown keys are an error. --config.epochs replaces the config's "
+             "total_steps and the other way round. Configs: components/finetune/configs/.")
   parser.add_argument("--config", required=True, help="ml_collections config file (a .py with get_config)")
   parser.add_argument("--workdir", required=True, help="output/resume directory, local or gs://")
   parser.add_argument("--coordinator_address", help="host:port of process 0 (multi-process runs)")
   parser.add_argument("--num_processes", type=int)
   parser.add_argument("--process_id", type=int)
   args, rest = parser.parse_known_args(argv)
-  overrides = []
-  for item in rest:
-    if not item.startswith("--config."):
-      parser.error(f"unrecognised argument {item!r}; config keys are set as --config.KEY=VALUE")
-    key, sep, value = item[len("--config."):].partition("=")
-    if not sep:
-      parser.error(f"{item!r}: write --config.{key}=VALUE")
-    overrides.append(f"{key}={value}")
 
   from components.common.errors import storage_error
-  from components.finetune import checkpoints, config as config_lib, distributed, trainer  # after argparse
+  from components.common.train_checkpoints import CheckpointError
+  from components.finetune import config as config_lib, distributed, trainer  # after argparse: --help is fast
+  try:  # the whole config is checked before anything starts
+    config = config_lib.load_config(args.config, config_lib.flag_settings(rest))
+  except config_lib.ConfigError as e:
+    parser.error(str(e))
   # force: importing absl (through orbax) already put a handler on the root logger.
   logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout,
                       force=True)
   logging.getLogger("components").setLevel(logging.INFO)  # ours; orbax/absl chatter stays at WARNING
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   try:
-    config = config_lib.load_config(args.config, overrides)
-  except (AttributeError, TypeError, ValueError, FileNotFoundError) as e:
-    parser.error(f"config: {e}")
-  try:
     result = trainer.train(config, args.workdir)
-  except (trainer.TrainingDiverged, checkpoints.CheckpointError) as e:
+  except (trainer.TrainingDiverged, CheckpointError) as e:
     logging.error("%s", e)
     return 1
   except Exception as e:

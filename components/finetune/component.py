@@ -6,21 +6,25 @@ artifact, so evaluate and export receive it with lineage. A retried task (preemp
 checkpoints in the same output URI and resumes.
 (No `from __future__ import annotations` here: KFP reads the annotations as types.)
 """
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from pipelines.images import image_uri
+from components.common.images import image_uri
 
 
 def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_model: Output[Model],
                     train_metrics: Output[Metrics], config: str = "notebook_attention_sgd",
                     overrides: list = [],  # noqa: B006 (KFP reads the default; never mutated)
-                    trainable: str = "", total_steps: int = 0, epochs: float = 0.0, batch_size: int = 0,
-                    lr: float = 0.0, text_len: int = 0) -> str:
+                    trainable: Optional[str] = None, total_steps: Optional[int] = None,
+                    epochs: Optional[float] = None, batch_size: Optional[int] = None, lr: Optional[float] = None,
+                    text_len: Optional[int] = None, seed: Optional[int] = None) -> str:
   """PaliGemma fine-tuning -> a workdir (config.json, model.json, tokenizer.model, checkpoints/, metrics).
   `config`: a shipped config's name or a .py path. `trainable` (a preset or regexes), `total_steps`, `epochs`,
-  `batch_size`, `lr` and `text_len` set those config keys; 0 / "" keep the config's value. `overrides`:
-  any other `key=value` config overrides, applied last. The model name comes from the base model's model.json."""
+  `batch_size`, `lr` (optimizer.lr), `text_len` and `seed` set those config keys; None keeps the config's value
+  (`total_steps` and `epochs` replace each other). `overrides`: any other `KEY=VALUE` config settings; a key
+  given twice (e.g. `lr` and `optimizer.lr=...`) is an error. The base model's model.json names the model."""
   import json
 
   from components.common.artifacts import location
@@ -30,7 +34,7 @@ def _finetune_model(base_model: Input[Model], dataset: Input[Dataset], tuned_mod
   result = run_finetune(config, location(tuned_model, gcs_direct=False), location(dataset, gcs_direct=False),
                         location(base_model, gcs_direct=False), tuple(overrides),
                         trainable=trainable, total_steps=total_steps, epochs=epochs, batch_size=batch_size,
-                        lr=lr, text_len=text_len)
+                        lr=lr, text_len=text_len, seed=seed)
   for name in ("loss", "val_loss"):
     if result.get(name) is not None:
       train_metrics.log_metric(name, float(result[name]))

@@ -3,33 +3,22 @@
   records -> seeded global shuffle (reshuffled every epoch) -> endless repeat -> this host's slice
   -> parallel decode (threads) -> batch of batch_size / hosts examples
 
-Each example becomes big_vision's training layout: `image` [H, W, 3] f32 in [-1, 1] (RGB, bilinear resize
-with antialias, x/127.5 - 1) and `text`/`mask_ar`/`mask_loss` [text_len + 1] int32 from
-`Tokenizer.encode_train`. The order depends only on the seed, and the iterator's position
+Each example becomes big_vision's training layout: `image` [H, W, 3] f32 in [-1, 1]
+(`paligemma.preprocess_image`, which evaluation uses too) and `text`/`mask_ar`/`mask_loss` [text_len + 1]
+int32 from `Tokenizer.encode_train`. The order depends only on the seed, and the iterator's position
 (`get_state()`) is saved in every checkpoint, so a resumed run sees exactly the batches it would have.
-Image decoding uses Pillow, whose bilinear filter widens with the downscale factor: that is the
-antialiasing big_vision asks of `tf.image.resize(antialias=True)` (values differ in the last bits).
 """
 from __future__ import annotations
 
-import io
 import math
 
 import grain
 import numpy as np
-from PIL import Image
 
-from components.common import datasets
-from components.convert import records
+from components.common import datasets, records
+from components.paligemma import preprocess_image
 
 _TEXT_KEYS = ("text", "mask_ar", "mask_loss")
-
-
-def preprocess_image(data: bytes, size: int) -> np.ndarray:
-  """Encoded image -> [size, size, 3] float32 in [-1, 1]."""
-  with Image.open(io.BytesIO(data)) as img:
-    img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-  return np.asarray(img, np.float32) / 127.5 - 1.0
 
 
 class Preprocess(grain.transforms.Map):

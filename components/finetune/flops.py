@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from components import paligemma
-from components.finetune import policy
+from components.common import policy
 
 # Peak dense bf16 FLOP/s per device (one jax device), from the vendors' spec sheets.
 PEAK_FLOPS = {

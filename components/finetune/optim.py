@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from components.finetune import policy
+from components.common import policy
 
 
 def schedule_fn(total_steps: int, warmup_percent: float, kind: str = "cosine"):

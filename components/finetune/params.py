@@ -1,11 +1,13 @@
 """From a config to placed parameters: model config, init checkpoint, split, cast, shard.
 
-  resolve_model(config)   -> ModelSource (model_cfg with the trainer's overrides, .npz, tokenizer path)
+  resolve_model(config)   -> ModelSource (model name and model_cfg with the trainer's overrides, .npz, tokenizer)
   abstract_params(...)    -> ShapeDtypeStructs of the whole model (nothing allocated)
   init_params(...)        -> (trainable f32, frozen in frozen_dtype), placed on their FSDP shardings
 
-Trainer overrides on every model: final logits softcap 0 (PaliGemma 2 transfer configs: logits softcap
-off for transfer), LLM dropout, the remat policy of both towers.
+Trainer overrides on every model: `config.model_overrides` (e.g. llm.dropout), final logits softcap 0
+(PaliGemma 2 transfer configs: logits softcap off for transfer), the matmul dtype (`compute_dtype`) and
+remat policy of both towers (an "auto" remat policy is chosen later, by autotune.py; until then the model
+keeps its own).
 """
 from __future__ import annotations
 
@@ -13,26 +15,27 @@ import dataclasses
 import json
 import os
 
-import fsspec
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from components import paligemma
+from components.common import policy, sharding
 from components.common.checkpoints import infer_model_json
 from components.finetune import config as config_lib
-from components.finetune import policy, sharding
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
+  name: str  # the model directory's model.json `name`; config.model_name for a bare model
   model_cfg: dict
   checkpoint: str | None  # an .npz, or None for random init
   tokenizer: str | None
-  name: str | None = None  # the model's name when the checkpoint's model.json was inferred from its shapes
 
 
 def _read_json(path: str) -> dict | None:
+  import fsspec  # only for checkpoints given by path: not needed to build a model (benchmarks/gpu_suite.py)
+
   fs, _ = fsspec.core.url_to_fs(path)
   if not fs.exists(path):
     return None
@@ -41,9 +44,10 @@ def _read_json(path: str) -> dict | None:
 
 
 def resolve_model(config) -> ModelSource:
-  """Which model, which weights, which tokenizer (ARCHITECTURE.md: a model directory or an .npz; an .npz
-  without model.json beside it is described by its array shapes, and `config.model_name` is then ignored)."""
-  checkpoint, model_json, inferred_name = config.checkpoint or None, None, None
+  """Which model, which weights, which tokenizer (ARCHITECTURE.md: a model directory or an .npz). A checkpoint's
+  model.json says which model it holds (an .npz without one beside it is described by its array shapes);
+  `config.model_name` names the model only without a checkpoint."""
+  checkpoint, model_json = config.checkpoint or None, None
   if checkpoint and not checkpoint.endswith(".npz"):  # a model directory
     model_json = _read_json(os.path.join(checkpoint, "model.json"))
     if model_json is None:
@@ -54,31 +58,25 @@ def resolve_model(config) -> ModelSource:
     model_json = _read_json(os.path.join(os.path.dirname(checkpoint), "model.json"))
     if model_json is None:  # a bare .npz: its array shapes say which model it is
       model_json = infer_model_json(checkpoint)
-      inferred_name = model_json["name"]
   if model_json is not None:
     model_cfg = {k: dict(v) for k, v in model_json.items() if k in ("llm", "img")}
+    name = model_json.get("name") or config.model_name
   else:
-    model_cfg = paligemma.configs.model_config(config.model_name)
+    model_cfg, name = paligemma.configs.model_config(config.model_name), config.model_name
   for tower in ("llm", "img"):
-    model_cfg[tower] = {**model_cfg.get(tower, {}), **dict(config.model_overrides[tower])}
-  model_cfg["llm"].update(final_logits_softcap=0.0, dropout=float(config.llm_dropout),
-                          remat_policy=config.remat_policy)
-  model_cfg["img"].update(remat_policy=config.remat_policy)
+    model_cfg[tower] = {**model_cfg.get(tower, {}), **config_lib.model_overrides(config, tower),
+                        "dtype": config.compute_dtype}
+    if config.remat_policy != "auto":
+      model_cfg[tower]["remat_policy"] = config.remat_policy
+  model_cfg["llm"].update(final_logits_softcap=0.0)
   tokenizer = config.tokenizer or (os.path.join(os.path.dirname(checkpoint), "tokenizer.model")
                                    if checkpoint else None)
-  return ModelSource(model_cfg, checkpoint, tokenizer, inferred_name)
+  return ModelSource(name, model_cfg, checkpoint, tokenizer)
 
 
-def dummy_inputs(model_cfg: dict, batch: int, text_len: int):
-  size = paligemma.configs.image_size(model_cfg)
-  return (jnp.zeros((batch, size, size, 3), jnp.float32), jnp.zeros((batch, text_len), jnp.int32),
-          jnp.zeros((batch, text_len), jnp.int32))
-
-
-def abstract_params(model, model_cfg: dict) -> dict:
+def abstract_params(model_cfg: dict) -> dict:
   """The model's parameter shapes (f32), from `jax.eval_shape`: nothing is allocated."""
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(model_cfg, 1, 2)))
-  return variables["params"]
+  return jax.eval_shape(lambda: paligemma.init_params(model_cfg, jax.random.key(0)))
 
 
 def split_dtypes(abstract, config) -> tuple[dict, dict]:
@@ -109,7 +107,7 @@ def lora_abstract(abstract, config) -> dict:
 
 
 def lora_scale(config) -> float:
-  return config.lora.alpha / config.lora.rank if config.lora.rank > 0 else 1.0
+  return policy.lora_scale(config.lora.rank, config.lora.alpha)
 
 
 def _place(host_tree, abstract_tree, shardings):
@@ -119,9 +117,9 @@ def _place(host_tree, abstract_tree, shardings):
   return jax.tree.map(one, host_tree, abstract_tree, shardings)
 
 
-def init_params(model, source: ModelSource, config, mesh) -> tuple[dict, dict, dict]:
+def init_params(source: ModelSource, config, mesh) -> tuple[dict, dict, dict]:
   """(trainable, frozen, lora) placed on the mesh: from the .npz, or seeded random init."""
-  abstract = abstract_params(model, source.model_cfg)
+  abstract = abstract_params(source.model_cfg)
   trainable_abs, frozen_abs = split_dtypes(abstract, config)
   lora_abs = lora_abstract(abstract, config)
   min_bytes = config.fsdp_min_bytes
@@ -135,8 +133,7 @@ def init_params(model, source: ModelSource, config, mesh) -> tuple[dict, dict, d
     frozen = _place(host_frozen, frozen_abs, shards["frozen"])
   else:
     full_shards = sharding.tree_shardings(abstract, mesh, min_bytes)
-    init = jax.jit(lambda key: model.init(key, *dummy_inputs(source.model_cfg, 1, 2))["params"],
-                   out_shardings=full_shards)
+    init = jax.jit(lambda key: paligemma.init_params(source.model_cfg, key), out_shardings=full_shards)
     params = init(jax.random.key(config.seed))
     trainable, frozen = policy.split_trainable(params, config_lib.trainable_regexes(config.trainable))
     cast = jax.jit(lambda t, f: (t, jax.tree.map(lambda x, a: x.astype(a.dtype), f, frozen_abs)),

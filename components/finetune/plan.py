@@ -3,12 +3,17 @@
   python -m components.finetune.plan --model paligemma2-3b-pt-224 --trainable full --batch 32 \
       --text-len 128 --topology v5e:2x4
 
-It compiles the trainer's real train step (same state, shardings, optimizer, remat, donation) ahead of
-time for the target topology (jax.experimental.topologies; needs the `tpu` extra), with abstract
-parameters from `jax.eval_shape`, so nothing is allocated. It prints per-device memory (weights,
-optimizer state, temporaries), analytic FLOPs per step, whether it fits (the compile succeeds and the
-bound argument + output - alias + temp + code is within HBM), and the largest batch that fits (linear
-in the batch between two compiles, then confirmed by compiling it). The last line is one JSON object.
+It compiles the trainer's real train step (same state, shardings, optimizer, attention, donation) ahead
+of time for the target topology (jax.experimental.topologies; needs the `tpu` extra), with abstract
+parameters from `jax.eval_shape`, so nothing is allocated, and makes the trainer's choice of remat policy
+and micro-batches (`--remat auto`, the default; autotune.py: candidates fastest first, stopping at the
+first that fits). It prints each candidate's peak, the choice, per-device memory (weights, optimizer
+state, temporaries), analytic FLOPs per step, whether it fits (the compile succeeds and the bound
+argument + output - alias + temp + code is within (1 - autotune.MARGIN) of HBM), and the largest batch
+that fits with the chosen policy (linear in the batch between two compiles, then confirmed by compiling
+it). The last line is one JSON object, with `remat_policy`, `grad_accum_steps` and `remat_candidates`.
+A 3B step takes minutes to compile for TPU on a CPU: a candidate that does not fit usually fails within
+seconds ("exceeds available HBM"), and the search stops at the first that fits.
 See ../shared/reference/TPU_AOT.md for how the numbers relate to real runs.
 """
 from __future__ import annotations
@@ -76,54 +81,48 @@ def make_config(args):
   return c
 
 
-def compile_step(config, devices, batch: int):
-  """Compiles the train step at `batch`. Returns (memory dict, seconds) or raises on out-of-memory."""
-  import jax
-  import jax.numpy as jnp
-  from components import paligemma
-  from components.finetune import sharding, state as state_lib
+def _setup(config, devices, batch: int):
+  from components.common import sharding
+  from components.finetune import state as state_lib
   config.unlock()
   config.batch_size = batch
   config.lock()
-  mesh = sharding.make_mesh(1, -1, devices=devices)
-  setup = state_lib.build(config, mesh, total_steps=1000)
-  size = paligemma.configs.image_size(setup.source.model_cfg)
-  bs = sharding.batch_sharding(mesh)
-  batch_abs = {"image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=bs),
-               **{k: jax.ShapeDtypeStruct((batch, config.text_len + 1), jnp.int32, sharding=bs)
-                  for k in ("text", "mask_ar", "mask_loss")}}
-  start = time.perf_counter()
-  with jax.set_mesh(mesh):
-    compiled = state_lib.train_step_fn(setup, config).lower(
-        setup.abstract_state, setup.abstract_frozen, batch_abs).compile()
-  seconds = time.perf_counter() - start
-  mem = compiled.memory_analysis()
-  peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-          + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
+  return state_lib.build(config, sharding.make_mesh(1, -1, devices=devices), total_steps=1000)
+
+
+def _memory(setup, decision) -> dict:
+  """The chosen step's figures per device (the planner's JSON fields)."""
+  chosen = decision.candidates[-1]
+  memory = chosen.memory or {}
   return {
       "weights_bytes_per_device": _per_device_bytes(setup.abstract_state["train"])
                                   + _per_device_bytes(setup.abstract_frozen),
       "optimizer_bytes_per_device": _per_device_bytes(setup.abstract_state["opt"]),
-      "temp_bytes_per_device": int(mem.temp_size_in_bytes),
-      "code_bytes_per_device": int(mem.generated_code_size_in_bytes),
-      "peak_bytes_per_device": int(peak),
-  }, seconds
+      "temp_bytes_per_device": memory.get("temp_bytes"),
+      "code_bytes_per_device": memory.get("code_bytes"),
+      "peak_bytes_per_device": chosen.peak_bytes_per_device,
+  }
 
 
-def _is_oom(error: Exception) -> bool:
-  text = str(error)
-  return "RESOURCE_EXHAUSTED" in text or "exceeds available HBM" in text or "Out of memory" in text
+def plan_step(config, devices, batch: int, hbm: int):
+  """The trainer's choice for `batch` on `devices` (autotune.py: remat "auto" tries candidates fastest first
+  and stops at the first that fits). Returns (decision or None when nothing fits, memory dict of the chosen
+  step or None, the candidates tried)."""
+  from components.finetune import autotune, state as state_lib
+  setup = _setup(config, devices, batch)
+  try:
+    decision = state_lib.tune_train_step(setup, config, hbm)
+  except autotune.DoesNotFit as e:
+    return None, None, e.candidates
+  return decision, _memory(setup, decision), decision.candidates
 
 
 def _try(config, devices, batch, hbm):
-  """(fits, memory or None)."""
-  try:
-    mem, _ = compile_step(config, devices, batch)
-  except Exception as e:  # noqa: BLE001 - only out-of-memory is an answer; anything else is a bug
-    if _is_oom(e):
-      return False, None
-    raise
-  return mem["peak_bytes_per_device"] <= hbm, mem
+  """(fits, memory or None) of the configured (fixed) remat policy and micro-batches at `batch`."""
+  decision, mem, _ = plan_step(config, devices, batch, hbm)
+  if decision is None or not decision.fits:
+    return False, None
+  return True, mem
 
 
 def largest_batch(config, devices, hbm, batch: int, mem: dict | None, step: int) -> int:
@@ -164,7 +163,8 @@ def main(argv=None) -> int:
                       help="default: the config's (adamw)")
   parser.add_argument("--lora-rank", type=int, default=None)
   parser.add_argument("--frozen-dtype", default=None, choices=("bfloat16", "float16", "float32"))
-  parser.add_argument("--remat", default=None, help="jax.checkpoint_policies name or none")
+  parser.add_argument("--remat", default=None, help="auto (the default: the fastest that fits), none, or a "
+                      "jax.checkpoint_policies name")
   parser.add_argument("--grad-accum", type=int, default=None)
   parser.add_argument("--config", default=None, help="start from a finetune config file instead of the defaults")
   parser.add_argument("--no-search", action="store_true", help="skip the largest-batch search")
@@ -173,7 +173,6 @@ def main(argv=None) -> int:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host compiles; the TPU exists only as a description
   # No TPU is touched, so concurrent planners need not take libtpu's one-process lock.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  from components import paligemma
   from components.finetune import flops, params
   devices, hbm = _devices(args.topology)
   config = make_config(args)
@@ -184,14 +183,24 @@ def main(argv=None) -> int:
         f"{hbm / GiB:.2f} GiB each)", flush=True)
 
   start = time.perf_counter()
-  fits, mem = _try(config, devices, args.batch, hbm)
+  decision, mem, candidates = plan_step(config, devices, args.batch, hbm)
+  fits = decision is not None and decision.fits
   source = params.resolve_model(config)
-  abstract = params.abstract_params(paligemma.Model(**source.model_cfg), source.model_cfg)
+  abstract = params.abstract_params(source.model_cfg)
   flops_per_step = args.batch * flops.train_flops_per_example(abstract, source.model_cfg, args.text_len)
   result = {"model": args.model, "topology": args.topology, "devices": len(devices), "batch": args.batch,
             "text_len": args.text_len, "trainable": config.trainable, "optimizer": config.optimizer.name,
             "hbm_bytes_per_device": int(hbm), "fits": bool(fits), "flops_per_step": flops_per_step,
-            "compile_seconds": round(time.perf_counter() - start, 1)}
+            "compile_seconds": round(time.perf_counter() - start, 1),
+            "remat_policy": decision.remat_policy if decision else None,
+            "grad_accum_steps": decision.grad_accum_steps if decision else None,
+            "remat_candidates": [c.to_json() for c in candidates]}
+  for c in candidates:
+    print(f"  remat {c.policy}, {c.grad_accum_steps} micro-batch(es): peak "
+          f"{'(compile ran out of memory)' if c.peak_bytes_per_device is None else f'{c.peak_bytes_per_device / GiB:.2f} GiB'}"
+          f" -> {'fits' if c.fits else 'does NOT fit'}", flush=True)
+  if decision is not None:
+    print(f"chosen: remat_policy={decision.remat_policy}, grad_accum_steps={decision.grad_accum_steps}", flush=True)
   if mem is None:
     print("does NOT fit: the compiler ran out of device memory at this batch", flush=True)
     result.update(peak_bytes_per_device=None)
@@ -203,6 +212,10 @@ def main(argv=None) -> int:
           f"{'fits' if fits else 'does NOT fit'}", flush=True)
   print(f"FLOPs per step (analytic, forward + backward): {flops_per_step:.3e}", flush=True)
   if not args.no_search:
+    if decision is not None:  # search with the chosen step's policy and micro-batches
+      config.unlock()
+      config.remat_policy, config.grad_accum_steps = decision.remat_policy, decision.grad_accum_steps
+      config.lock()
     best = largest_batch(config, devices, hbm, args.batch, mem if fits else None, len(devices))
     result["max_batch"] = best
     print(f"largest batch that fits: {best}" if best else "no batch fits (try --trainable attention, LoRA, "

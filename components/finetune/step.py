@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from components.finetune import policy
+from components.common import policy
 
 
 def softmax_xent(logits, targets, weights, label_smoothing: float = 0.0):
@@ -28,14 +28,11 @@ def softmax_xent(logits, targets, weights, label_smoothing: float = 0.0):
   return jnp.sum(token_nll * weights, axis=-1) / jnp.clip(jnp.sum(weights, axis=-1), 1.0)
 
 
-def model_params(train: dict, frozen: dict, *, lora_scale: float, compute_dtype: str = ""):
-  """The full parameter tree the model sees: frozen + trainable (+ merged LoRA), optionally cast."""
+def model_params(train: dict, frozen: dict, *, lora_scale: float):
+  """The full parameter tree the model sees: frozen + trainable (+ merged LoRA), as held. Each layer casts
+  its weights to the model's matmul dtype (`compute_dtype`), so gradients reach the f32 masters in f32."""
   params = policy.merge(train["params"], frozen)
-  params = policy.apply_lora(params, train["lora"], lora_scale, xp=jnp)
-  if compute_dtype:
-    dtype = jnp.dtype(compute_dtype)
-    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
-  return params
+  return policy.apply_lora(params, train["lora"], lora_scale, xp=jnp)
 
 
 def batch_loss(model, params, batch, rng, *, train: bool, label_smoothing: float = 0.0):
@@ -47,12 +44,11 @@ def batch_loss(model, params, batch, rng, *, train: bool, label_smoothing: float
 
 
 def make_train_step(model, tx: optax.GradientTransformation, *, lora_scale: float = 1.0,
-                    label_smoothing: float = 0.0, grad_accum_steps: int = 1, compute_dtype: str = "",
-                    train: bool = True):
+                    label_smoothing: float = 0.0, grad_accum_steps: int = 1, train: bool = True):
   """step(state, frozen, batch) -> (state, metrics); jit it with the state donated."""
 
   def loss_fn(train_tree, frozen, batch, rng):
-    params = model_params(train_tree, frozen, lora_scale=lora_scale, compute_dtype=compute_dtype)
+    params = model_params(train_tree, frozen, lora_scale=lora_scale)
     return jnp.mean(batch_loss(model, params, batch, rng, train=train, label_smoothing=label_smoothing))
 
   grad_fn = jax.value_and_grad(loss_fn)
@@ -83,11 +79,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, lora_scale: floa
   return step
 
 
-def make_eval_step(model, *, lora_scale: float = 1.0, compute_dtype: str = ""):
+def make_eval_step(model, *, lora_scale: float = 1.0):
   """eval(train_tree, frozen, batch) -> (sum of per-example losses over `valid` rows, number of rows)."""
 
   def step(train_tree, frozen, batch):
-    params = model_params(train_tree, frozen, lora_scale=lora_scale, compute_dtype=compute_dtype)
+    params = model_params(train_tree, frozen, lora_scale=lora_scale)
     per_example = batch_loss(model, params, batch, None, train=False)
     valid = batch["valid"].astype(jnp.float32)
     return jnp.sum(per_example * valid), jnp.sum(valid)

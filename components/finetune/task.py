@@ -2,13 +2,18 @@
 
 Kept apart from component.py, which builds the component with `kfp.dsl` at import: KFP's executor
 imports a reduced `kfp.dsl` without `component`, so the component body must not import that module.
+
+The component's typed parameters reach the config as they are (`lr: float` is the very float the
+optimizer gets), None meaning "not set"; its free-form `overrides` ("KEY=VALUE" texts) are parsed by each
+key's declared type. Both are one caller's settings (components/finetune/config.py): a key given twice,
+say `lr` and `optimizer.lr=...`, is an error naming both.
 """
 import os
 
 CONFIGS_DIR = os.path.join(os.path.dirname(__file__), "configs")
-# The component's named settings and the config keys they set; 0 / "" leave the config file's value.
-SETTINGS = (("trainable", "trainable"), ("total_steps", "total_steps"), ("epochs", "epochs"),
-            ("batch_size", "batch_size"), ("lr", "optimizer.lr"), ("text_len", "text_len"))
+# The component's named parameters and the config keys they set.
+SETTINGS = {"trainable": "trainable", "total_steps": "total_steps", "epochs": "epochs", "batch_size": "batch_size",
+            "lr": "optimizer.lr", "text_len": "text_len", "seed": "seed"}
 
 
 def config_path(config: str) -> str:
@@ -23,43 +28,46 @@ def config_path(config: str) -> str:
   return path
 
 
-def checkpoint_model_name(checkpoint: str) -> str:
-  """The `name` in the model.json of a checkpoint's model directory (ARCHITECTURE.md), "" when it has none."""
-  from components.finetune import workdir
+def settings_for(data_dir: str | None = None, checkpoint: str | None = None, overrides=(), **named) -> list:
+  """The config `Setting`s of a run: the data and base model the pipeline hands over, the named SETTINGS that
+  are not None, then the free-form `overrides`."""
+  from components.finetune.config import Setting, parse_assignment
 
-  directory = os.path.dirname(checkpoint) if checkpoint.endswith(".npz") else checkpoint
-  model_json = workdir.read_json(os.path.join(directory, "model.json")) if checkpoint else None
-  return (model_json or {}).get("name", "")
-
-
-def overrides_for(data_dir: str, checkpoint: str = "", overrides=(), **settings) -> list[str]:
-  """The `key=value` config overrides of a run, in the order they apply (a later one wins): the data, the
-  checkpoint and its model's name, the named SETTINGS that are set, then the free-form `overrides`."""
-  result = [f"data_dir={data_dir}"]
-  if checkpoint:
-    result.append(f"checkpoint={checkpoint}")
-  if model_name := checkpoint_model_name(checkpoint):
-    result.append(f"model_name={model_name}")  # the tuned workdir's model.json names the model it came from
-  unknown = set(settings) - {name for name, _ in SETTINGS}
+  unknown = set(named) - set(SETTINGS)
   if unknown:
-    raise TypeError(f"unknown finetune settings {sorted(unknown)}; known: {[name for name, _ in SETTINGS]}")
-  result += [f"{key}={settings[name]}" for name, key in SETTINGS if settings.get(name)]
-  return result + list(overrides)
+    raise TypeError(f"unknown finetune settings {sorted(unknown)}; known: {list(SETTINGS)}")
+  settings = []
+  if data_dir:
+    settings.append(Setting("data_dir", data_dir, "the dataset input"))
+  if checkpoint:
+    settings.append(Setting("checkpoint", checkpoint, "the base_model input"))
+  settings += [Setting(key, named[name], f"parameter {name}") for name, key in SETTINGS.items()
+               if named.get(name) is not None]
+  return settings + [parse_assignment(text, f"override {text!r}") for text in overrides]
+
+
+def resolve_config(config: str, data_dir: str | None = None, checkpoint: str | None = None, overrides=(),
+                   **named):
+  """The locked config a run with these parameters trains with; trains nothing, so a caller (pipelines.local)
+  can check its parameters before anything runs. Raises config.ConfigError (a ValueError)."""
+  from components.finetune import config as config_lib
+
+  return config_lib.load_config(config_path(config), settings_for(data_dir, checkpoint, overrides, **named))
 
 
 def run_finetune(config: str, workdir: str, data_dir: str, checkpoint: str = "", overrides: tuple = (),
-                 **settings) -> dict:
-  """Loads a shipped config (by name) or a config file, applies `overrides_for(...)`, trains. Returns the
-  trainer's result (`step`, `loss`, `val_loss`, `status`) plus the `model_name` it trained."""
+                 **named) -> dict:
+  """Trains with `resolve_config(...)`. Returns the trainer's result (`step`, `loss`, `val_loss`, `status`,
+  `model_name`: the model it trained, from the base model's model.json)."""
   import logging
 
   from components.finetune import preemption
 
   preemption.exit_on_sigterm()  # before the heavy imports: a SIGTERM during start-up exits 143 with one line
-  from components.finetune import config as config_lib, distributed, trainer
+  from components.finetune import distributed, trainer
 
   # As the CLI: the trainer's progress lines at INFO, orbax's per-save chatter (through absl) only from WARNING.
   logging.getLogger("absl").setLevel(logging.WARNING)
-  loaded = config_lib.load_config(config_path(config), overrides_for(data_dir, checkpoint, overrides, **settings))
+  resolved = resolve_config(config, data_dir, checkpoint, overrides, **named)
   distributed.initialize()
-  return {**trainer.train(loaded, workdir), "model_name": loaded.model_name}
+  return trainer.train(resolved, workdir)

@@ -17,8 +17,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from components import paligemma
-from components.finetune import checkpoints, data, flops, params, preemption as preemption_lib, sharding
-from components.finetune import state as state_lib, workdir as wd
+from components.common import sharding, train_checkpoints as checkpoints
+from components.finetune import autotune, data, flops, params, preemption as preemption_lib, state as state_lib
+from components.finetune import workdir as wd
 from components.finetune import config as config_lib
 
 log = logging.getLogger("components.finetune")
@@ -53,14 +54,14 @@ def _global_batch(local: dict, batch_sharding) -> dict:
 
 
 def _total_steps(config, n_train: int) -> int:
-  if config.total_steps > 0:
+  if config.total_steps is not None:
     return int(config.total_steps)
   return max(1, int(config.epochs * n_train // config.batch_size))
 
 
 def _write_run_files(workdir: str, config, source, tokenizer_bytes: bytes) -> None:
   wd.write_bytes(os.path.join(workdir, wd.CONFIG), (config_lib.to_json(config) + "\n").encode())
-  model_json = {**source.model_cfg, "name": source.name or config.model_name, "base_checkpoint": source.checkpoint}
+  model_json = {**source.model_cfg, "name": source.name, "base_checkpoint": source.checkpoint}
   model_json["llm"] = {**model_json["llm"], "dropout": 0.0}  # for evaluation and export
   wd.write_json(os.path.join(workdir, wd.MODEL), model_json)
   wd.write_bytes(os.path.join(workdir, wd.TOKENIZER), tokenizer_bytes)
@@ -78,7 +79,7 @@ def evaluate(eval_step, train_tree, frozen, config, data_dir, preprocess, batch_
 
 
 def train(config, workdir: str) -> dict:
-  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status"}."""
+  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status", "model_name"}."""
   # --- Setup: devices and mesh ---
   is_chief = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -131,8 +132,17 @@ def train(config, workdir: str) -> dict:
   if start >= total_steps:
     log.info("already trained: step %d of %d", start, total_steps)
 
+  # --- Memory: the train step compiled before the first step; "auto" picks the fastest that fits ---
+  limit = autotune.memory_limit(list(mesh.devices.flat), config.memory_limit_gib)
+  decision = state_lib.tune_train_step(setup, config, limit)
+  setup = state_lib.with_remat(setup, config, decision.remat_policy)  # the eval step's model: the same
+  if is_chief:
+    wd.write_json(os.path.join(workdir, wd.REMAT), decision.to_json())
+  if jax.process_count() > 1:  # a host that compiled slower must not time out another's first collective
+    multihost_utils.sync_global_devices("finetune: train step compiled")
+  train_step = decision.compiled
+
   # --- Steps and bookkeeping ---
-  train_step = _CompileFirst(state_lib.train_step_fn(setup, config), "train step")
   eval_step = _CompileFirst(state_lib.eval_step_fn(setup, config), "eval step")
   seq_len = paligemma.configs.num_image_tokens(setup_source.model_cfg) + config.text_len
   flops_per_step = config.batch_size * flops.train_flops_per_example(setup.abstract_full, setup_source.model_cfg,
@@ -150,7 +160,7 @@ def train(config, workdir: str) -> dict:
 
   # --- Loop ---
   try:
-    with jax.set_mesh(mesh):
+    with sharding.use_mesh(mesh):
       for step in range(start + 1, total_steps + 1):
         batch = _global_batch(next(train_iter), batch_sharding)
         state, step_metrics = train_step(state, frozen, batch)
@@ -207,4 +217,5 @@ def train(config, workdir: str) -> dict:
     finally:
       preemption.restore()
   log.info("finished at step %d in %.0f s (%s)", int(state["step"]), time.perf_counter() - t0, status)
-  return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status}
+  return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status,
+          "model_name": setup_source.name}

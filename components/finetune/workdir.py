@@ -1,14 +1,15 @@
-"""Files of a finetune workdir (ARCHITECTURE.md), local or gs://: config.json, model.json,
-tokenizer.model, metrics.jsonl, TensorBoard events. Only process 0 writes them."""
+"""Writing the files of a finetune workdir (ARCHITECTURE.md), local or gs://: config.json, model.json,
+tokenizer.model, remat.json, metrics.jsonl, TensorBoard events. Only process 0 writes them; their names and
+readers are `components.common.workdir`'s, which evaluate and export use."""
 from __future__ import annotations
 
 import json
 import os
-import fsspec
 
 from components.common.atomic import write_atomic, write_json_atomic
+from components.common.workdir import CONFIG, METRICS, MODEL, TOKENIZER, read_bytes, read_json  # noqa: F401
 
-CONFIG, MODEL, TOKENIZER, METRICS = "config.json", "model.json", "tokenizer.model", "metrics.jsonl"
+REMAT = "remat.json"  # the train step's remat policy, micro-batches and each candidate's memory (autotune.py)
 
 
 def is_remote(path: str) -> bool:
@@ -20,21 +21,8 @@ def write_bytes(path: str, data: bytes) -> None:
   write_atomic(path, lambda f: f.write(data))
 
 
-def read_bytes(path: str) -> bytes | None:
-  fs, _ = fsspec.core.url_to_fs(path)
-  if not fs.exists(path):
-    return None
-  with fsspec.open(path, "rb") as f:
-    return f.read()
-
-
 def write_json(path: str, obj) -> None:
   write_json_atomic(path, obj)
-
-
-def read_json(path: str):
-  data = read_bytes(path)
-  return None if data is None else json.loads(data)
 
 
 class MetricsLog:

@@ -13,7 +13,8 @@ The mask codec (`<segNNN>` tokens, big_vision's VQ-VAE) and the segmentation tex
 """
 from components.paligemma import configs
 from components.paligemma.decode import decode, decode_uncached, parse_sampler
-from components.paligemma.model import Model, make_attn_mask
+from components.paligemma.model import Model, init_params, make_attn_mask
+from components.paligemma.preprocess import preprocess_image
 from components.paligemma.checkpoint import (CheckpointError, flatten_params, infer_config, load, read_shapes, save,
                                             unflatten_params)
 from components.paligemma.tokenizer import Tokenizer, train_small_tokenizer

@@ -19,8 +19,6 @@ import itertools
 import struct
 from typing import Iterable
 
-import sentencepiece as spm
-
 from components.common.atomic import write_atomic
 
 NUM_LOC, NUM_SEG = 1024, 128
@@ -41,6 +39,8 @@ def train_small_tokenizer(out_path: str, texts: Iterable[str] | None = None, voc
   sentences = list(default_corpus() if texts is None else texts)
   if not any(s.strip() for s in sentences):
     raise ValueError("train_small_tokenizer needs some non-empty texts")
+  import sentencepiece as spm  # here, not at import: building and running the model needs no tokenizer
+
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=model, vocab_size=learned,
@@ -63,6 +63,8 @@ def train_small_tokenizer(out_path: str, texts: Iterable[str] | None = None, voc
 
 
 def _piece_count(model_bytes: bytes) -> int:
+  import sentencepiece as spm
+
   sp = spm.SentencePieceProcessor()
   sp.LoadFromSerializedProto(model_bytes)
   return sp.GetPieceSize()

@@ -18,6 +18,7 @@ import jax
 from components.paligemma import _hf_layout as layout
 
 log = logging.getLogger(__name__)
+from components.paligemma import attention
 
 PALIGEMMA_VOCAB = 257_152  # 256000 Gemma pieces + 1024 <locNNNN> + 128 <segNNN>.
 
@@ -31,8 +32,9 @@ _GEMMA_COMMON = dict(
     dropout=0.0,
     scan=True,
     remat_policy="nothing_saveable",
-    dtype="float32",
+    dtype="float32",  # matmul dtype; weights, norms, softmax and the residual stream stay f32
     cache_dtype="bfloat16",  # big_vision's default: halves the KV cache; prefill attends to it too.
+    attention="auto",  # attention.IMPLEMENTATIONS; "auto" picks by backend (attention.choose)
 )
 _GEMMA2 = dict(attn_logits_softcap=50.0, final_logits_softcap=30.0, post_norms=True)
 
@@ -46,7 +48,7 @@ GEMMA2_27B = dict(_GEMMA_COMMON, **_GEMMA2, width=4608, depth=46, mlp_dim=36_864
 LLM_VARIANTS = {"gemma_2b": GEMMA_2B, "gemma2_2b": GEMMA2_2B, "gemma2_9b": GEMMA2_9B, "gemma2_27b": GEMMA2_27B}
 
 SO400M_14 = dict(width=1152, depth=27, mlp_dim=4304, num_heads=16, patch_size=14, image_size=224,
-                 scan=True, remat_policy="nothing_saveable", dtype="float32")
+                 scan=True, remat_policy="nothing_saveable", dtype="float32", attention="auto")
 IMG_VARIANTS = {"So400m/14": SO400M_14}
 
 # Released models: family -> {size: llm variant}, and the resolutions each kind was published at.
@@ -125,6 +127,8 @@ def _resolve(cfg: dict, variants: dict, tower: str) -> dict:
   if cfg["remat_policy"] != "none" and not hasattr(jax.checkpoint_policies, cfg["remat_policy"]):
     raise ValueError(f"{tower}.remat_policy={cfg['remat_policy']!r} is neither 'none' nor a jax.checkpoint_policies "
                      "name (e.g. 'nothing_saveable', 'dots_saveable').")
+  if cfg["attention"] not in attention.IMPLEMENTATIONS:
+    raise ValueError(f"{tower}.attention={cfg['attention']!r}; expected one of {attention.IMPLEMENTATIONS}.")
   return cfg
 
 
@@ -139,6 +143,20 @@ def resolve_img(img_cfg: dict) -> dict:
   if cfg["image_size"] % cfg["patch_size"]:
     raise ValueError(f"img.image_size {cfg['image_size']} is not a multiple of img.patch_size {cfg['patch_size']}.")
   return cfg
+
+
+def choose_attention(model_cfg: dict, platform: str, device_kind: str = "") -> dict:
+  """`model_cfg` with each tower's `attention` chosen for `platform` ("cpu", "gpu", "tpu") where it is
+  "auto" (attention.choose); explicit choices are kept (and checked against the model)."""
+  out = {}
+  for tower, resolve in (("llm", resolve_llm), ("img", resolve_img)):
+    cfg = resolve(model_cfg.get(tower, {}))
+    head_dim = cfg["head_dim"] if tower == "llm" else cfg["width"] // cfg["num_heads"]
+    softcap = cfg.get("attn_logits_softcap", 0.0)
+    chosen = attention.choose(cfg["attention"], platform=platform, tower=tower, dtype=cfg["dtype"], softcap=softcap,
+                              head_dim=head_dim, device_kind=device_kind)
+    out[tower] = {**model_cfg.get(tower, {}), "attention": chosen}
+  return out
 
 
 def image_size(model_cfg: dict) -> int:

@@ -23,6 +23,13 @@ sampled tokens and log-probs match big_vision. Greedy and beam order are unaffec
 Everything runs in one jitted program per (model config, lengths, sampler) with a `while_loop` that
 stops when every row is done. Sharding follows the inputs: put the batch on a mesh with
 `jax.device_put(batch, NamedSharding(mesh, P("data")))` and rows decode on their own devices.
+
+Each step reads the LLM's weights once and the cache once, near the memory-bandwidth bound
+(benchmarks/decode_vs_transformers.py): the image and prompt are encoded once (prefill); decoding runs
+without remat and with the LLM's layer loop unrolled (a step is one straight-line program, which XLA's
+GPU command buffers replay in one launch); the stacked layer weights are split once per call, outside
+the loop (`_split_layers`), so no step copies a layer's weights out of the stack; and a step writes only
+the new token's k/v into the cache, in place (model.extend).
 """
 import functools
 import json
@@ -151,18 +158,37 @@ def _model_key(model: Model) -> str:
                     default=lambda o: o.item() if hasattr(o, "item") else str(o))
 
 
+def _decoding_model(model_cfg: dict) -> Model:
+  """The model as decoding runs it: same weights and math, no remat (nothing is differentiated), the
+  LLM's layer loop unrolled."""
+  return Model(llm={**model_cfg["llm"], "remat_policy": "none", "scan": False},
+               img={**model_cfg["img"], "remat_policy": "none"})
+
+
+def _split_layers(params):
+  """A function returning `params` with the LLM's stacked layer weights [L, ...] split into per-layer
+  arrays here (once, outside the decoding loop) and re-stacked where it is called (inside the loop): XLA
+  folds each layer's slice of the re-stacked array back to its piece, so a step reads the weights in
+  place instead of copying every layer's slice out of the stack first."""
+  layers = params["llm"]["layers"]
+  depth = jax.tree.leaves(layers)[0].shape[0]
+  pieces = [jax.tree.map(lambda x, i=i: x[i], layers) for i in range(depth)]
+  return lambda: {**params, "llm": {**params["llm"], "layers": jax.tree.map(lambda *x: jnp.stack(x), *pieces)}}
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(model_key: str, max_decode_len: int, kind: str, beams: int):
   """One jitted decoder per model config, length and sampler kind; eos and T/P are traced arguments."""
   model_cfg = json.loads(model_key)
-  model = Model(**model_cfg)
+  model = _decoding_model(model_cfg)
   image_tokens = configs.num_image_tokens(model_cfg)
 
   def run(params, batch, rng, eos_token, arg):
     logits, cache = model.apply(
         {"params": params}, batch["image"], batch["text"], batch["mask_input"], batch["mask_ar"],
         cache_size=image_tokens + batch["text"].shape[1] + max_decode_len, method=model.prefill)
-    extend = functools.partial(model.apply, {"params": params}, method=model.extend)
+    split = _split_layers(params)
+    extend = lambda tokens, cache: model.apply({"params": split()}, tokens, cache, method=model.extend)
     loop = dict(max_decode_len=max_decode_len, eos_token=eos_token)
     if kind == "beam":
       return _beam_loop(extend, logits, cache, batch["_mask"], beams=beams, **loop)
@@ -193,7 +219,7 @@ def decode(model, params, batch, *, max_decode_len, sampler="greedy", eos_token=
 
 @functools.lru_cache(maxsize=4)
 def _compiled_uncached(model_key: str, max_decode_len: int, eos_token: int):
-  model = Model(**json.loads(model_key))
+  model = _decoding_model(json.loads(model_key))
 
   def run(params, batch):
     text, mask_input = batch["text"], batch["mask_input"].astype(bool)

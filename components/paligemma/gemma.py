@@ -5,22 +5,25 @@ Axes: B batch, T query length, S key/value length (the cache length when decodin
 K key/value heads, G query heads per kv head (N = K*G), H head dim, E width, F mlp dim, V vocab.
 
 Activations stay float32 between layers whatever the parameter dtype; `dtype` only sets the dtype of
-the matmuls (float32, or bfloat16 to halve their cost). Norms, softmax and attention logits are f32.
+the matmuls (float32, or bfloat16 to halve their cost): each layer casts its f32 (master) weights to it.
+Norms, softmax and attention logits are f32. `attention` picks the attention implementation (attention.py;
+"auto": by backend); decoding steps ("extend") always use the reference einsum.
 
 The layers run in one of three modes (a static string):
 - "forward": training / scoring; no cache.
 - "prefill": as forward, but k/v are rounded to `cache_dtype` before attention (big_vision attends to
   its cache already during prefill) and returned per layer as [B, L, T, K, H].
-- "extend": one new token per row; k/v are written into the given cache at slot `write_index` (the
-  same slot for every row, as prompts are right-aligned) and attention reads the whole cache.
+- "extend": one new token per row; attention reads the given cache (the slots the mask allows) plus the
+  token's own k/v, rounded to `cache_dtype` as if read back from the cache; each layer returns only
+  that new k/v, and the caller writes all layers' in one update (model.py): the cache is never copied.
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from components.paligemma import attention, precision
 from components.paligemma.sharding import constrain_batch
 
-MASKED = -2.3819763e38  # big_vision's (and gemma's) masked attention logit.
 MODES = ("forward", "prefill", "extend")
 
 
@@ -76,8 +79,7 @@ class Embedder(nn.Module):
     return x.astype(jnp.float32)
 
   def decode(self, x):  # f32[B, ..., E] -> f32[B, ..., V], tied to the input embedding.
-    return jnp.einsum("...e,ve->...v", x.astype(self.dtype), self.input_embedding.astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    return precision.einsum_f32("...e,ve->...v", x.astype(self.dtype), self.input_embedding.astype(self.dtype))
 
 
 class Attention(nn.Module):
@@ -89,9 +91,10 @@ class Attention(nn.Module):
   attn_logits_softcap: float
   dtype: str
   cache_dtype: str
+  attention: str
 
   @nn.compact
-  def __call__(self, x, positions, attn_mask, cache, write_index, mode):
+  def __call__(self, x, positions, attn_mask, cache, mode):
     n, k_heads, h, e = self.num_heads, self.num_kv_heads, self.head_dim, self.width
     if n == k_heads:
       q, k, v = Einsum((3, n, e, h), _trunc_normal((2,), (0, 1, 3)), self.dtype, name="qkv_einsum")(
@@ -112,23 +115,15 @@ class Attention(nn.Module):
     k = apply_rope(k.astype(jnp.float32), positions)
 
     new_cache = None
-    if mode == "prefill":
+    if mode in ("prefill", "extend"):
       new_cache = (k.astype(self.cache_dtype), v.astype(self.cache_dtype))
       k, v = new_cache
-    elif mode == "extend":
-      slot = (0, write_index[0], 0, 0)  # the same slot for every row; kept [B] so it shards with the batch.
-      new_cache = tuple(jax.lax.dynamic_update_slice(c, u.astype(c.dtype), slot) for c, u in zip(cache, (k, v)))
-      k, v = new_cache
-
-    q = q.reshape(*q.shape[:2], k_heads, n // k_heads, h)  # query head n uses kv head n // G.
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q.astype(self.dtype), k.astype(self.dtype),
-                        preferred_element_type=jnp.float32)
-    if self.attn_logits_softcap:
-      logits = jnp.tanh(logits / self.attn_logits_softcap) * self.attn_logits_softcap
-    logits = jnp.where(attn_mask[:, None, None, :, :], logits, MASKED)
-    probs = jax.nn.softmax(logits, axis=-1)
-    encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(self.dtype), v.astype(self.dtype))
-    encoded = encoded.reshape(*encoded.shape[:2], n, h)
+    if mode == "extend":  # one query per row: nothing to fuse
+      encoded = attention.attend_cached(q, *cache, k, v, attn_mask, dtype=self.dtype,
+                                        softcap=self.attn_logits_softcap)
+    else:
+      encoded = attention.attend(q, k, v, attn_mask, impl=self.attention, dtype=self.dtype,
+                                 softcap=self.attn_logits_softcap)
     out = Einsum((n, h, e), _trunc_normal((0, 1), (2,)), self.dtype, name="attn_vec_einsum")(
         "BTNH,NHE->BTE", encoded)
     return out, new_cache
@@ -162,14 +157,15 @@ class Block(nn.Module):
   dropout: float
   dtype: str
   cache_dtype: str
+  attention: str
 
   @nn.compact
-  def __call__(self, x, cache, positions, attn_mask, write_index, mode, deterministic):
+  def __call__(self, x, cache, positions, attn_mask, mode, deterministic):
     x = constrain_batch(x)
     y, new_cache = Attention(self.num_heads, self.num_kv_heads, self.width, self.head_dim,
                              self.query_pre_attn_norm, self.attn_logits_softcap, self.dtype, self.cache_dtype,
-                             name="attn")(RMSNorm(name="pre_attention_norm")(x), positions, attn_mask, cache,
-                                          write_index, mode)
+                             self.attention, name="attn")(RMSNorm(name="pre_attention_norm")(x), positions, attn_mask, cache,
+                                          mode)
     if self.post_norms:
       y = RMSNorm(name="post_attention_norm")(y)
     y = nn.Dropout(self.dropout)(y, deterministic=deterministic)
@@ -199,20 +195,21 @@ class Gemma(nn.Module):
   remat_policy: str = "nothing_saveable"
   dtype: str = "float32"
   cache_dtype: str = "bfloat16"
+  attention: str = "einsum"  # an implementation name of attention.py, already chosen ("auto" resolved)
 
   def setup(self):
     self.embedder = Embedder(self.vocab_size, self.width, self.dtype)
     block = Block
     if self.remat_policy != "none":
-      block = nn.remat(Block, prevent_cse=False, static_argnums=(6, 7),  # 0=self, 6=mode, 7=deterministic.
+      block = nn.remat(Block, prevent_cse=False, static_argnums=(5, 6),  # 0=self, 5=mode, 6=deterministic.
                        policy=getattr(jax.checkpoint_policies, self.remat_policy))
     # scan=False unrolls the loop for XLA but keeps the stacked (checkpoint) parameter layout.
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-        in_axes=(1, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=1,
+        in_axes=(1, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), out_axes=1,
         length=self.depth, unroll=1 if self.scan else self.depth)(
             self.num_heads, self.num_kv_heads, self.width, self.head_dim, self.mlp_dim, self.query_pre_attn_norm,
-            self.attn_logits_softcap, self.post_norms, self.dropout, self.dtype, self.cache_dtype)
+            self.attn_logits_softcap, self.post_norms, self.dropout, self.dtype, self.cache_dtype, self.attention)
     self.final_norm = RMSNorm()
 
   def embed_tokens(self, tokens):  # int[B, T] -> f32[B, T, E]
@@ -226,14 +223,14 @@ class Gemma(nn.Module):
       logits = jnp.tanh(logits / self.final_logits_softcap) * self.final_logits_softcap
     return logits
 
-  def __call__(self, x, positions, attn_mask, *, cache=None, write_index=None, mode="forward", deterministic=True):
+  def __call__(self, x, positions, attn_mask, *, cache=None, mode="forward", deterministic=True):
     """x f32[B, T, E], positions int[B, T], attn_mask bool[B, T, S].
 
-    cache (mode "extend" only): (k, v) each [B, L, S, K, H]; write_index int[B] (all equal).
-    Returns (pre_logits f32[B, T, E], cache or None): the k/v of the prompt ("prefill", [B, L, T, K, H])
-    or the updated cache ("extend").
+    cache (mode "extend" only): (k, v) each [B, L, S, K, H], attn_mask then [B, 1, S] over its slots.
+    Returns (pre_logits f32[B, T, E], k/v or None): in `cache_dtype`, [B, L, T, K, H], of the prompt
+    ("prefill") or of the new token ("extend", T = 1; the caller writes them into its cache).
     """
     if mode not in MODES:
       raise ValueError(f"mode={mode!r}; expected one of {MODES}.")
-    x, new_cache = self.layers(x, cache, positions, attn_mask, write_index, mode, deterministic)
+    x, new_cache = self.layers(x, cache, positions, attn_mask, mode, deterministic)
     return self.final_norm(x), new_cache

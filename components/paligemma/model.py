@@ -49,9 +49,13 @@ class Model(nn.Module):
   img: dict
 
   def setup(self):
-    llm_cfg = configs.resolve_llm(self.llm)
+    # "auto" attention is chosen for the default backend here; the trainer and the planner choose it for
+    # their mesh's devices before building the model (a TPU plan is traced on a CPU host).
+    chosen = configs.choose_attention({"llm": self.llm, "img": self.img}, jax.default_backend(),
+                                      jax.devices()[0].device_kind)
+    llm_cfg = configs.resolve_llm(chosen["llm"])
     self._llm = Gemma(**_tower_kwargs(llm_cfg), name="llm")
-    self._img = SigLIP(out_dim=llm_cfg["width"], **_tower_kwargs(configs.resolve_img(self.img)), name="img")
+    self._img = SigLIP(out_dim=llm_cfg["width"], **_tower_kwargs(configs.resolve_img(chosen["img"])), name="img")
 
   def embed_image(self, image, train=False):
     """image f32[B, H, W, 3] in [-1, 1] -> (image tokens f32[B, N, E], {"img/zimg": ...})."""
@@ -109,8 +113,20 @@ class Model(nn.Module):
     These logits carry the final soft-cap when the model has one, exactly as big_vision's decoding."""
     x = self._llm.embed_tokens(tokens[:, None])
     slots = jnp.arange(cache["k"].shape[2])[None, None, :]
-    attn_mask = (slots >= cache["begin"][:, None, None]) & (slots <= cache["end"][:, None, None])  # [B, 1, S]
+    attn_mask = (slots >= cache["begin"][:, None, None]) & (slots < cache["end"][:, None, None])  # [B, 1, S]
     pre_logits, (k, v) = self._llm(x, cache["pos"][:, None], attn_mask, cache=(cache["k"], cache["v"]),
-                                   write_index=cache["end"], mode="extend")
+                                   mode="extend")
+    # Every layer's new k/v [B, L, 1, K, H] into slot `end` (the same for every row: prompts are
+    # right-aligned): one in-place update of the cache per token.
+    slot = (0, 0, cache["end"][0], 0, 0)
+    k, v = (jax.lax.dynamic_update_slice(cache[name], new, slot) for name, new in (("k", k), ("v", v)))
     cache = {"k": k, "v": v, "begin": cache["begin"], "end": cache["end"] + 1, "pos": cache["pos"] + 1}
     return self._llm.compute_logits(pre_logits[:, 0], softcap=True), cache
+
+
+def init_params(model_cfg: dict, rng) -> dict:
+  """A freshly initialised model's weights (f32), seeded by `rng`: the trainer's random init, which a finetune
+  workdir's reader repeats to recover the frozen weights of a run that started from it."""
+  size = configs.image_size(model_cfg)
+  image, text = jnp.zeros((1, size, size, 3), jnp.float32), jnp.zeros((1, 2), jnp.int32)
+  return Model(**model_cfg).init(rng, image, text, text)["params"]

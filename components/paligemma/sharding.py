@@ -1,36 +1,51 @@
-"""Activation sharding hints for the scanned layers.
+"""Activation sharding hints for the scanned layers, by logical axis name.
 
 Inside a `scan`, XLA does not propagate the batch sharding of the inputs on its own: a 3.1B model went
 from fitting to out of memory because every layer's activations were replicated
-(../shared/reference/TPU_AOT.md). So each layer pins its activations to the batch axes of the active
-mesh. With no mesh (or a mesh without a `data` axis) this is a no-op, so the model also runs plainly.
+(../shared/reference/TPU_AOT.md). So each layer pins its activations' batch axis, named `BATCH` here; the
+caller maps that name onto its own mesh axes with Flax's logical axis rules (as big_vision's
+`sharding_rules` and MaxText's `logical_axis_rules`), for example
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules([(paligemma.sharding.BATCH, ("data", "fsdp"))]):
+      ...  # jit / apply the model
+
+(`components.common.sharding.use_mesh` does exactly that for the steps' meshes). Without rules or without
+a mesh (`jax.set_mesh`) this is a no-op, so the model also runs plainly.
 """
+import math
+
+import flax.linen as nn
 import jax
-from jax._src import mesh as mesh_lib  # `with mesh:` (legacy) has no public getter.
-from jax.sharding import AxisType, PartitionSpec
 
-BATCH_AXES = ("data", "fsdp")  # the trainer's mesh: batch over data, and over fsdp too when present.
-
-
-def _active_mesh():
-  abstract = jax.sharding.get_abstract_mesh()  # `jax.set_mesh(...)`, also inside jit.
-  if not abstract.empty:
-    return abstract
-  physical = mesh_lib.thread_resources.env.physical_mesh  # `with Mesh(...):`
-  return None if physical.empty else physical
+BATCH = "activation_batch"  # axis 0 of every activation [B, ...]
 
 
 def constrain_batch(x: jax.Array) -> jax.Array:
-  """Shards axis 0 of `x` over the mesh's batch axes (`data`, plus `fsdp` if present); else returns `x`."""
-  mesh = _active_mesh()
-  if mesh is None or "data" not in mesh.axis_names:
+  """Shards axis 0 of `x` as the logical axis rules map `BATCH`; else (no rules, no mesh, a batch that does not
+  split evenly over those mesh axes) returns `x` and leaves the layout to XLA."""
+  rules, mesh = nn.get_logical_axis_rules(), jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
     return x
-  # Explicit axes carry their sharding in the types already; a constraint on them is an error.
-  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names
-               and mesh.axis_types[mesh.axis_names.index(a)] != AxisType.Explicit)
-  size = 1
-  for a in axes:
-    size *= mesh.shape[a]
-  if not axes or x.shape[0] % size:  # a batch that does not split evenly is left to XLA.
+  spec = nn.logical_to_mesh_axes((BATCH,) + (None,) * (x.ndim - 1), rules)
+  axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
+  if not axes or x.shape[0] % math.prod(mesh.shape[a] for a in axes):
     return x
-  return jax.lax.with_sharding_constraint(x, PartitionSpec(axes))
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _batch_axes(mesh, rules) -> tuple[str, ...]:
+  spec = nn.logical_to_mesh_axes((BATCH,), rules)
+  return spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
+
+
+def map_over_batch(fn, *args):
+  """`fn(*args)` run per shard of the batch (axis 0 of every arg) over the mesh axes `BATCH` maps to
+  (`shard_map`), for kernels XLA cannot partition itself (Pallas); without rules or a mesh, `fn(*args)`."""
+  rules, mesh = nn.get_logical_axis_rules(), jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
+    return fn(*args)
+  axes = _batch_axes(mesh, rules)
+  if not axes or args[0].shape[0] % math.prod(mesh.shape[a] for a in axes):
+    return fn(*args)
+  spec = jax.sharding.PartitionSpec(axes)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(args), out_specs=spec, check_vma=False)(*args)

@@ -4,12 +4,26 @@ linear `head` that projects every patch token to the LLM width. Parameter names 
 axis, `img/Transformer/encoder_norm`, `img/head`).
 
 Axes: B batch, H/W image height/width, P patch size, N patch tokens, D tower width, E LLM width.
+
+`dtype` is the matmul dtype (weights are cast to it in each layer; layer norms, softmax and the residual
+stream stay f32); `attention` the attention implementation (attention.py, already resolved from "auto").
 """
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from components.paligemma import attention as attention_lib
 from components.paligemma.sharding import constrain_batch
+
+
+def _attention_fn(impl: str, dtype: str):
+  """flax's `attention_fn` hook (it passes only the arguments named here): q/k/v [B, N, heads, head dim]."""
+
+  def attend(query, key, value, mask=None):
+    del mask  # every patch attends to every patch
+    return attention_lib.attend(query, key, value, None, impl=impl, dtype=dtype, scale=query.shape[-1] ** -0.5)
+
+  return attend
 
 
 class MlpBlock(nn.Module):
@@ -31,13 +45,15 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   num_heads: int
   dtype: str
+  attention: str
 
   @nn.compact
   def __call__(self, x, _):  # [B, N, D]
     x = constrain_batch(x)
     y = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)(x)
     y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                        kernel_init=nn.initializers.xavier_uniform())(y, y)
+                                        kernel_init=nn.initializers.xavier_uniform(),
+                                        attention_fn=_attention_fn(self.attention, self.dtype))(y, y)
     x = x + y.astype(jnp.float32)
     y = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)(x)
     y = MlpBlock(self.mlp_dim, self.dtype)(y)
@@ -51,6 +67,7 @@ class Encoder(nn.Module):
   scan: bool
   remat_policy: str
   dtype: str
+  attention: str
 
   @nn.compact
   def __call__(self, x):  # [B, N, D]
@@ -60,7 +77,8 @@ class Encoder(nn.Module):
     # scan=False unrolls the loop for XLA but keeps the stacked (checkpoint) parameter layout.
     x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=nn.broadcast,
                    length=self.depth, unroll=1 if self.scan else self.depth)(
-                       mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype=self.dtype, name="encoderblock")(x, None)
+                       mlp_dim=self.mlp_dim, num_heads=self.num_heads, dtype=self.dtype, attention=self.attention,
+                       name="encoderblock")(x, None)
     return nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name="encoder_norm")(x)
 
 
@@ -76,6 +94,7 @@ class SigLIP(nn.Module):
   scan: bool = True
   remat_policy: str = "nothing_saveable"
   dtype: str = "float32"
+  attention: str = "einsum"  # an implementation name of attention.py, already chosen ("auto" resolved)
   variant: str = "So400m/14"
 
   @nn.compact
@@ -90,6 +109,6 @@ class SigLIP(nn.Module):
     x = x.reshape(b, h * w, d).astype(jnp.float32)
     posemb = self.param("pos_embedding", nn.initializers.normal(stddev=1 / self.width**0.5), (1, h * w, d))
     x = x + posemb.astype(jnp.float32)
-    x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.scan, self.remat_policy, self.dtype,
+    x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.scan, self.remat_policy, self.dtype, self.attention,
                 name="Transformer")(x)
     return nn.Dense(self.out_dim, dtype=self.dtype, name="head")(x).astype(jnp.float32)

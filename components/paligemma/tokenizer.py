@@ -19,7 +19,6 @@ from typing import Sequence
 
 import fsspec
 import numpy as np
-import sentencepiece as spm
 
 from components.paligemma._small_tokenizer import train_small_tokenizer  # noqa: F401 (re-export)
 
@@ -65,6 +64,8 @@ class Tokenizer:
 
   def __init__(self, path: str):
     self.path = str(path)
+    import sentencepiece as spm  # here: building and running the model needs no tokenizer
+
     self._sp = spm.SentencePieceProcessor()
     try:
       self._sp.LoadFromSerializedProto(_read_bytes(path))

@@ -7,7 +7,7 @@ import yaml
 from kfp import compiler, dsl
 
 from components.evaluate.component import _evaluate_model, evaluate_model
-from pipelines.runtime import scalar_metrics
+from components.evaluate.task import scalar_metrics
 
 
 def test_component_compiles_with_typed_artifacts(tmp_path):
@@ -57,3 +57,8 @@ def test_component_exposes_which_prompt_len_and_seed(tmp_path, monkeypatch):
   assert (seen[0].which, seen[0].prompt_len, seen[0].seed) == ("best", 24, 7)
   assert seen[1].vqvae == "gs://b/vae-oid.npz"
   assert (seen[2].which, seen[2].prompt_len, seen[2].seed, seen[2].vqvae) == ("latest", None, 0, None)
+
+
+def test_scalar_metrics_flattens_and_drops_non_numbers():
+  metrics = {"map50": 0.5, "per_class": {"circle": {"ap": 0.25}}, "malformed": 3, "note": "x", "ok": True}
+  assert scalar_metrics(metrics) == {"map50": 0.5, "per_class/circle/ap": 0.25, "malformed": 3.0}

@@ -13,7 +13,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image
 
 from components import paligemma
-from components.convert import records
+from components.common import records
 from components.evaluate import runner
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}

@@ -69,3 +69,12 @@ def test_compiled_component_takes_export_uri_and_run_id(tmp_path):
   params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
   assert params["export_uri"]["defaultValue"] == "" and params["run_id"]["defaultValue"] == ""
   assert component.make("registry/img:1").component_spec.implementation.container.image == "registry/img:1"
+
+
+def test_export_location():
+  from components.export.task import export_location
+
+  assert export_location("gs://b/models/", "run-7", "/fallback") == "gs://b/models/run-7"
+  assert export_location("", "run-7", "/fallback") == "/fallback"
+  with pytest.raises(ValueError, match="export_uri 'gs://b/models' needs a run_id"):
+    export_location("gs://b/models", "", "/fallback")

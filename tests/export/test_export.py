@@ -212,7 +212,7 @@ def write_tiny_dataset(root, n=16):
   from array_record.python.array_record_module import ArrayRecordWriter
   from PIL import Image
 
-  from components.convert import records
+  from components.common import records
 
   (root / records.RECORDS_DIR).mkdir(parents=True)
   for split in ("train", "valid"):

@@ -1,5 +1,5 @@
 """Helpers of the trainer's tests: a synthetic dataset directory of ArrayRecord shards written with the
-convert step's record format (components/convert/records.py), and the CLI in a subprocess."""
+convert step's record format (components/common/records.py), and the CLI in a subprocess."""
 import io
 import os
 import pathlib
@@ -10,7 +10,7 @@ import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image
 
-from components.convert import records
+from components.common import records
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY_CONFIG = str(REPO / "components/finetune/configs/tiny_test.py")

@@ -1,4 +1,4 @@
-"""Checkpoints that prove themselves (components/finetune/checkpoints.py), on a small state in process:
+"""Checkpoints that prove themselves (components/common/train_checkpoints.py), on a small state in process:
 the manifest is written only once orbax finished the asynchronous save; each kind of damage is named;
 restore falls back to the previous good step and sets the damaged one aside; a workdir from before
 manifests restores unverified; none left is one error listing what was found."""
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from components.finetune import checkpoints
+from components.common import train_checkpoints as checkpoints
 
 STATE = {"w": jnp.arange(4096, dtype=jnp.float32), "step": jnp.int32(0)}
 

@@ -1,5 +1,5 @@
-"""The KFP component: the pipeline's settings reach the trainer's config, and its body trains from a model
-directory the way the DAG hands it one (the base model's name carried into the tuned workdir)."""
+"""The KFP component: its typed settings reach the trainer's config unchanged (None = not set), and its body
+trains from a model directory the way the DAG hands it one (the base model's name carried into the workdir)."""
 import json
 import math
 
@@ -8,9 +8,9 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from components.finetune import component, load_config, task
+from components.finetune import ConfigError, component, load_config, task
 
-SETTINGS = {"trainable": "", "total_steps": 0, "epochs": 0.0, "batch_size": 0, "lr": 0.0, "text_len": 0}
+SETTINGS = ("trainable", "total_steps", "epochs", "batch_size", "lr", "text_len", "seed")
 
 
 def model_dir(root, tokenizer_path, name):
@@ -29,45 +29,76 @@ def model_dir(root, tokenizer_path, name):
   return root
 
 
-def test_compiled_component_takes_the_pipeline_settings_defaulting_to_the_config(tmp_path):
+def test_compiled_component_settings_are_optional_and_unset_by_default(tmp_path):
   path = tmp_path / "finetune.yaml"
   compiler.Compiler().compile(component.finetune_model, str(path))
   params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
-  assert {name: params[name]["defaultValue"] for name in SETTINGS} == SETTINGS
+  for name in SETTINGS:  # None = not set: the config file's value
+    assert params[name]["isOptional"] is True and "defaultValue" not in params[name], params[name]
+  assert params["lr"]["parameterType"] == "NUMBER_DOUBLE" and params["seed"]["parameterType"] == "NUMBER_INTEGER"
   assert params["config"]["defaultValue"] == "notebook_attention_sgd" and params["overrides"]["defaultValue"] == []
   assert component.make("registry/img:1").component_spec.implementation.container.image == "registry/img:1"
 
 
-def test_settings_reach_the_config_and_zero_keeps_the_configs_value(tmp_path, tokenizer_path, monkeypatch):
-  from components.finetune import trainer
+class _Untouchable(float):
+  """A float that fails if anything formats it as text on its way to the config."""
+
+  def _formatted(self, *args):
+    raise AssertionError("the value was formatted as text")
+
+  __str__ = __repr__ = __format__ = _formatted
+
+
+def test_typed_settings_reach_the_trainer_as_the_same_objects(tmp_path, tokenizer_path, monkeypatch):
+  from components.finetune import config as config_lib, trainer
 
   base = model_dir(tmp_path / "base", tokenizer_path, name="colours-base")
   seen = []
   monkeypatch.setattr(trainer, "train", lambda config, workdir: seen.append((config, workdir)) or
-                      {"step": 3, "loss": 1.0, "val_loss": None, "status": "done"})
-  result = task.run_finetune("tiny_test", str(tmp_path / "wd"), "/data", str(base), ("optimizer.lr=0.02",),
-                             trainable="llm", total_steps=3, epochs=0.0, batch_size=0, lr=0.5, text_len=24)
+                      {"step": 3, "loss": 1.0, "val_loss": None, "status": "done", "model_name": "colours-base"})
+  # No text parsing on this path: typed values are assigned as they are.
+  monkeypatch.setattr(config_lib, "_PARSERS", {})
+  lr = _Untouchable(0.1 + 0.2)  # not a short decimal: any round trip through text would show
+  result = task.run_finetune("tiny_test", str(tmp_path / "wd"), "/data", str(base), (), trainable="llm",
+                             epochs=2.0, batch_size=None, lr=lr, text_len=24, seed=7)
   (config, workdir), = seen
   assert workdir == str(tmp_path / "wd") and result["model_name"] == "colours-base"
-  assert (config.data_dir, config.checkpoint, config.model_name) == ("/data", str(base), "colours-base")
-  assert (config.trainable, config.total_steps, config.text_len) == ("llm", 3, 24)
-  assert config.optimizer.lr == 0.02  # the free-form overrides apply last
+  assert config.optimizer.lr is lr  # bit-identical: the very float the component received
+  assert (config.data_dir, config.checkpoint) == ("/data", str(base))
+  assert (config.trainable, config.text_len, config.seed) == ("llm", 24, 7)
+  assert (config.epochs, config.total_steps) == (2.0, None)  # the parameter's epochs replaced the file's steps
   shipped = load_config(task.config_path("tiny_test"))
-  assert (config.batch_size, config.epochs) == (shipped.batch_size, shipped.epochs)  # 0 kept the config's
+  assert config.batch_size == shipped.batch_size  # None kept the config's value
 
 
-def test_an_npz_checkpoint_names_the_model_of_its_directory(tmp_path, tokenizer_path):
+def test_free_form_overrides_are_typed_and_may_not_repeat_a_parameter():
+  config = task.resolve_config("tiny_test", "/data", overrides=("optimizer.lr=0.02", "lora.rank=4"), text_len=32)
+  assert config.optimizer.lr == 0.02 and config.lora.rank == 4 and config.text_len == 32
+  with pytest.raises(ConfigError, match=r"'optimizer.lr' is set twice: by parameter lr and by override "
+                                        r"'optimizer.lr=0.1'"):
+    task.resolve_config("tiny_test", "/data", overrides=("optimizer.lr=0.1",), lr=0.5)
+  with pytest.raises(ConfigError, match=r"'total_steps' and 'epochs' are exclusive.*parameter total_steps and "
+                                        r"parameter epochs"):
+    task.resolve_config("tiny_test", "/data", total_steps=3, epochs=1.0)
+  with pytest.raises(ConfigError, match=r"'seed' is set twice: by parameter seed and by override 'seed=1'"):
+    task.resolve_config("tiny_test", "/data", overrides=("seed=1",), seed=0)
+
+
+def test_the_model_directory_names_the_model(tmp_path, tokenizer_path):
+  from components.finetune import params
+
   base = model_dir(tmp_path / "base", tokenizer_path, name="colours-base")
-  assert task.checkpoint_model_name(str(base / "base.npz")) == "colours-base"
-  assert task.checkpoint_model_name(str(tmp_path / "loose.npz")) == ""  # no model.json beside it
-  assert task.checkpoint_model_name("") == ""
+  for checkpoint in (str(base), str(base / "base.npz")):
+    config = task.resolve_config("tiny_test", "/data", checkpoint)
+    assert params.resolve_model(config).name == "colours-base"  # not the config file's model_name
+  assert params.resolve_model(task.resolve_config("tiny_test", "/data")).name == "tiny-v2"  # random init
 
 
 def test_unknown_config_name_lists_the_shipped_ones():
   with pytest.raises(FileNotFoundError, match=r"no finetune config named 'tiny'.*'tiny_test'"):
     task.config_path("tiny")
   with pytest.raises(TypeError, match="unknown finetune settings \\['steps'\\]"):
-    task.overrides_for("/data", steps=3)
+    task.settings_for("/data", steps=3)
 
 
 @pytest.mark.slow  # ~1 min: compiles and trains the tiny model for 2 steps

@@ -37,6 +37,10 @@ def test_planner_on_a_tiny_model_reports_memory_flops_and_largest_batch():
   assert 0 < result["peak_bytes_per_device"] <= result["hbm_bytes_per_device"] == int(15.75 * 2**30)
   assert result["flops_per_step"] > 0 and result["max_batch"] >= 8 and result["max_batch"] % 4 == 0
   assert "largest batch that fits" in out
+  # remat auto, as the trainer: the fastest candidate fits this tiny model, so it is the only one compiled.
+  assert (result["remat_policy"], result["grad_accum_steps"]) == ("none", 1)
+  assert [(c["policy"], c["fits"]) for c in result["remat_candidates"]] == [("none", True)]
+  assert "chosen: remat_policy=none, grad_accum_steps=1" in out
 
 
 @pytest.mark.slow
@@ -53,6 +57,17 @@ def test_planner_paligemma2_3b(trainable, optimizer, batch, topology):
         f"(peak {result['peak_bytes_per_device'] and result['peak_bytes_per_device'] / 2**30:.2f} GiB of "
         f"{result['hbm_bytes_per_device'] / 2**30:.2f} GiB)")
   assert {"peak_bytes_per_device", "hbm_bytes_per_device", "fits", "flops_per_step"} <= result.keys()
+  # The trainer's remat choice for this topology: candidates fastest first, the last one tried is the choice.
+  from components.finetune.autotune import REMAT_CANDIDATES
+  print(f"  chosen remat_policy={result['remat_policy']}, grad_accum_steps={result['grad_accum_steps']}; tried "
+        + ", ".join(f"{c['policy']} x{c['grad_accum_steps']} "
+                    f"{'fits' if c['fits'] else 'does not fit'}" for c in result["remat_candidates"]))
+  candidates = result["remat_candidates"]
+  assert result["fits"] and result["remat_policy"] in REMAT_CANDIDATES and result["grad_accum_steps"] >= 1
+  assert [c["fits"] for c in candidates] == [False] * (len(candidates) - 1) + [True]
+  assert candidates[-1]["policy"] == result["remat_policy"]
+  assert candidates[-1]["peak_bytes_per_device"] == result["peak_bytes_per_device"] <= result["hbm_bytes_per_device"]
+  assert f"chosen: remat_policy={result['remat_policy']}" in out
   # Model FLOPs (the MFU convention, whatever is trained): 6 per weight per token for every matmul a token
   # goes through. The token embedding (257152 x 2304) is a lookup, used as a matmul only for the logits of
   # the 128 text tokens, so the floor is 6 * (3,032,094,960 - 592,478,208) * 384 tokens per example; a scan

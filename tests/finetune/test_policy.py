@@ -10,12 +10,13 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from components import paligemma
-from components.finetune import config as config_lib, optim, params, policy, sharding
+from components.common import policy, sharding
+from components.finetune import config as config_lib, optim, params
 
 @pytest.fixture(scope="module")
 def abstract():
   cfg = paligemma.configs.model_config("tiny-v2")
-  return params.abstract_params(paligemma.Model(**cfg), cfg)
+  return params.abstract_params(cfg)
 
 
 @pytest.mark.parametrize("preset,expected", [

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from components.finetune import config as config_lib, policy, sharding, state as state_lib
+from components.common import policy, sharding
+from components.finetune import config as config_lib, state as state_lib
 from _finetune_helpers import TINY_CONFIG
 
 
@@ -30,7 +31,7 @@ def test_gradient_accumulation_matches_the_full_batch():
     setup = state_lib.build(config, mesh, total_steps=10)
     state, frozen = state_lib.init_state(setup, config)
     batch = {k: jax.device_put(v, sharding.batch_sharding(mesh)) for k, v in _batch(config, setup.source.model_cfg).items()}
-    with jax.set_mesh(mesh):
+    with sharding.use_mesh(mesh):
       new_state, metrics = state_lib.train_step_fn(setup, config)(state, frozen, batch)
     results.append((float(metrics["loss"]), jax.tree.map(np.asarray, new_state["train"])))
   (loss1, train1), (loss4, train4) = results
@@ -51,8 +52,7 @@ def test_lora_run_changes_only_targets_and_is_merged_on_load(tmp_path, dataset_d
   merged, _ = load_trained_params(str(tmp_path))
   mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
   source = params_lib.resolve_model(config)
-  from components import paligemma
-  trainable, frozen, _ = params_lib.init_params(paligemma.Model(**source.model_cfg), source, config, mesh)
+  trainable, frozen, _ = params_lib.init_params(source, config, mesh)
   base = policy.flatten(jax.tree.map(np.asarray, policy.merge(trainable, frozen)))
   merged = policy.flatten(merged)
   changed = {k for k in base if not np.array_equal(base[k], merged[k])}

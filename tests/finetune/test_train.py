@@ -26,7 +26,8 @@ def _losses(workdir) -> dict:
 
 
 def _params(workdir, which="latest"):
-  from components.finetune import load_trained_params, policy
+  from components.common import policy
+  from components.finetune import load_trained_params
   params, _ = load_trained_params(str(workdir), which)
   return policy.flatten(params)
 
@@ -137,7 +138,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
   assert steps and max(steps) < bad_step
   from components.finetune import load_trained_params
   params, _ = load_trained_params(str(workdir))
-  from components.finetune import policy
+  from components.common import policy
   assert all(np.isfinite(v).all() for v in policy.flatten(params).values())
 
 
@@ -220,7 +221,8 @@ def test_every_checkpoint_damaged_is_one_clear_error(reference, tmp_path, datase
 
 @pytest.mark.slow
 def test_reading_a_workdir_skips_a_damaged_checkpoint(reference, tmp_path, caplog):
-  from components.finetune import CheckpointError, load_trained_params, policy
+  from components.common import policy
+  from components.finetune import CheckpointError, load_trained_params
   workdir = _copy(reference[0], tmp_path, "read")
   latest, previous = _steps(workdir)[-2:][::-1]
   _flip_bytes(workdir / "checkpoints" / str(latest))

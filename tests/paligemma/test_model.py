@@ -5,12 +5,13 @@ import json
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import ml_dtypes
 import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from components.paligemma import Model, configs, load
+from components.paligemma import Model, configs, load, sharding
 
 FIXTURES = ["tiny_v1", "tiny_mha", "tiny_v2"]
 
@@ -143,9 +144,9 @@ def test_wrong_image_size_fails_clearly(bigvision_fixtures):
     Model(**cfg).apply({"params": params}, np.zeros((1, 28, 28, 3), np.float32), io["text"][:1], io["mask_ar"][:1])
 
 
-@pytest.mark.filterwarnings("ignore:.*with mesh.*:DeprecationWarning")  # the legacy context is still in use
-@pytest.mark.parametrize("mesh_context", ["set_mesh", "with_mesh"])
-def test_batch_sharding_hints_under_a_mesh(bigvision_fixtures, mesh_context):
+@pytest.mark.parametrize("rules", [True, False], ids=["logical-rules", "no-rules"])
+def test_batch_sharding_hints_under_a_mesh(bigvision_fixtures, rules):
+  """The layers constrain their activations' logical batch axis; the caller's rules put it on its mesh axes."""
   cfg, params, io = fixture(bigvision_fixtures, "tiny_v2")
   model = Model(**cfg)
   image = np.concatenate([io["image"]] * 4)
@@ -156,10 +157,15 @@ def test_batch_sharding_hints_under_a_mesh(bigvision_fixtures, mesh_context):
 
   mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
   shard = lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec(("data", "fsdp"))))
-  context = jax.set_mesh(mesh) if mesh_context == "set_mesh" else mesh
-  with context:
+  axis_rules = [(sharding.BATCH, ("data", "fsdp"))] if rules else []
+  with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
     lowered = fn.lower(params, shard(image), shard(text), shard(mask_ar))
     out = fn(params, shard(image), shard(text), shard(mask_ar))
   constraints = lambda hlo: hlo.count("sharding_constraint") + hlo.count("@Sharding")  # Shardy or GSPMD
-  assert constraints(plain) == 0 and constraints(lowered.as_text()) >= 3  # img block, llm block (x2)
+  assert constraints(plain) == 0  # no mesh: no hints
+  if rules:
+    assert constraints(lowered.as_text()) >= 3  # img block, llm block (x2)
+    assert '"data", "fsdp"' in lowered.as_text() or "{devices=[8" in lowered.as_text()
+  else:
+    assert constraints(lowered.as_text()) == 0  # no rules: the model does not guess the caller's axes
   np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)

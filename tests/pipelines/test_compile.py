@@ -65,6 +65,18 @@ def test_pipeline_parameters(compiled):
     assert name in params
   assert params["target"]["defaultValue"] == "vertex-tpu-v5e-8"
   assert not params["dataset_uri"].get("isOptional")
+  for name in ("trainable", "total_steps", "epochs", "batch_size", "lr", "text_len"):  # None: the config's value
+    assert params[name]["isOptional"] is True and "defaultValue" not in params[name], name
+
+
+@pytest.mark.parametrize("name", ["local", "vertex-tpu-v5e-8"])
+def test_the_pipeline_seed_reaches_the_split_and_the_trainer(compiled, name):
+  _, spec, _ = compiled[name]
+  tasks = spec["root"]["dag"]["tasks"]
+  for task in ("convert", "finetune"):
+    assert tasks[task]["inputs"]["parameters"]["seed"] == {"componentInputParameter": "seed"}, task
+  for setting in ("lr", "epochs", "total_steps"):  # the settings flow through unset, not as 0
+    assert tasks["finetune"]["inputs"]["parameters"][setting] == {"componentInputParameter": setting}
 
 
 def test_steps_run_in_the_version_pinned_image(compiled):

@@ -142,16 +142,7 @@ def test_broken_champion_record_names_the_file(tmp_path):
     champion.read(str(path))
 
 
-def test_champion_and_export_locations():
+def test_champion_location():
   assert runtime.champion_location("", "gs://b/models/") == "gs://b/models/champion.json"
   assert runtime.champion_location("gs://c/champ.json", "gs://b/models") == "gs://c/champ.json"
   assert runtime.champion_location("", "") == ""
-  assert runtime.export_location("gs://b/models/", "run-7", "/fallback") == "gs://b/models/run-7"
-  assert runtime.export_location("", "run-7", "/fallback") == "/fallback"
-  with pytest.raises(ValueError, match="export_uri 'gs://b/models' needs a run_id"):
-    runtime.export_location("gs://b/models", "", "/fallback")
-
-
-def test_scalar_metrics_flattens_and_drops_non_numbers():
-  metrics = {"map50": 0.5, "per_class": {"circle": {"ap": 0.25}}, "malformed": 3, "note": "x", "ok": True}
-  assert runtime.scalar_metrics(metrics) == {"map50": 0.5, "per_class/circle/ap": 0.25, "malformed": 3.0}

@@ -5,8 +5,9 @@
    champion was promoted "yesterday" on a smaller dataset; today's run re-scores it on today's grown
    validation split, and with a margin no model can clear the gate stops the run before export and says why,
    with every score and the split they came from.
-2. `python -m pipelines.local` end to end: with no champion yet and any improvement accepted the gate
-   passes, the model is exported and becomes the champion (with today's split), and summary.json says so.
+2. `python -m pipelines.local` end to end: `--epochs 2` trains two epochs although the demo config sets
+   total_steps; with no champion yet and any improvement accepted the gate passes, the model is exported and
+   becomes the champion (with today's split), and summary.json says so.
 """
 import json
 import os
@@ -127,11 +128,18 @@ def test_pipelines_local_end_to_end(tmp_path):
   champion = tmp_path / "champion.json"  # none yet: the base model is the reference
   result = subprocess.run(
       [sys.executable, "-m", "pipelines.local", "--output", str(out), "--train-images", "8", "--valid-images", "4",
-       "--steps", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion),
+       "--epochs", "2", "--batch", "8", "--eval-limit", "4", "--champion", str(champion),
        "--min-improvement", "-1"],  # any model passes: exercise export and promotion
       cwd=REPO, capture_output=True, text=True, timeout=1800)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
+  run_dir = out / "artifacts" / os.listdir(out / "artifacts")[0]
+  workdir, dataset = run_dir / "finetune" / "tuned_model", run_dir / "convert" / "dataset"
+  config = json.loads((workdir / "config.json").read_text())
+  assert (config["epochs"], config["total_steps"]) == (2.0, None)  # --epochs replaced the demo config's steps
+  n_train = json.loads((dataset / "report.json").read_text())["counts"]["train"]
+  steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(steps) == 2 * n_train // 8 > 0  # two epochs of batch 8
   assert {"map", "map50", "map75"} <= set(summary["base"]) and {"map50"} <= set(summary["tuned"])
   assert summary["gate"]["passed"] is True and summary["gate"]["metric"] == "map50"
   assert summary["gate"]["reference_name"] == "base model" and "beats the base model's" in summary["gate"]["reason"]
@@ -147,6 +155,9 @@ def test_pipelines_local_end_to_end(tmp_path):
     report = json.load(f)
   assert record["split"] == {"name": "valid", "fingerprint": report["split_fingerprints"]["valid"], "examples": 4}
   assert f"exported model: {exported}" in result.stdout
+  # Each task's wall time, from the local runner's own log records (the --smoke timing).
+  assert {"download", "convert", "finetune", "evaluate", "gate", "export"} <= set(summary["step_seconds"])
+  assert all(seconds >= 0 for seconds in summary["step_seconds"].values()) and "seconds per step:" in result.stdout
 
 
 def test_default_demo_learns(tmp_path):

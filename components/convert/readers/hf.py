@@ -14,6 +14,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING
 
+from components.common.extras import require
 from components.convert.locations import task_prefix
 from components.convert.rows import Issue, Obj, Row, RowError, Source, canonical_split
 
@@ -24,8 +25,13 @@ TEXT_COLUMNS = {"caption": ("caption", "captions", "text"), "ocr": ("text", "ocr
                 "vqa": ("answer", "answers")}
 
 
+def _datasets():
+  """`datasets`, imported where used: it costs seconds and only hf input needs it (the hf-data extra)."""
+  return require("datasets", extra="hf-data", needed_by="the Hugging Face dataset reader (--format hf)")
+
+
 def _load(path: str, scratch: str) -> datasets.DatasetDict:
-  import datasets  # imported where used: it costs seconds and only hf input needs it
+  datasets = _datasets()
   if os.path.isdir(path):
     loaded = datasets.load_from_disk(path)
   else:
@@ -38,7 +44,7 @@ def _load(path: str, scratch: str) -> datasets.DatasetDict:
 
 
 def _image_column(ds: datasets.Dataset) -> str:
-  import datasets
+  datasets = _datasets()
   for name, feature in ds.features.items():
     if isinstance(feature, datasets.Image):
       return name
@@ -52,7 +58,7 @@ def _first(columns, options):
 
 
 def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> Source:
-  import datasets
+  datasets = _datasets()
   dataset_dict = _load(path, scratch)
   rows, issues, classes = [], [], None
   written = {}  # (split, sha256 of the image bytes) -> the file written for them
@@ -106,7 +112,7 @@ def _write_image(cell, scratch: str, split: str, index: int, written: dict) -> s
 
 
 def _class_names(ds: datasets.Dataset) -> list[str] | None:
-  import datasets
+  datasets = _datasets()
   objects = ds.features.get("objects")
   if objects is None:
     raise ValueError(f"detection needs an 'objects' column with bbox and category (found {', '.join(ds.features)})")

@@ -18,12 +18,12 @@ def get_config(arg=None):
   c.train_split, c.valid_split = "train", "valid"
   c.text_len = 64  # prefix + "\n" + suffix tokens; longer examples are truncated (the loss skips the cut)
   c.batch_size = 32  # global; each step sees this many examples
-  c.total_steps = 0  # set > 0 to fix the number of steps ...
-  c.epochs = 3.0  # ... otherwise steps = epochs * train examples // batch_size
+  c.epochs = 3.0  # steps = epochs * train examples // batch_size; or set c.total_steps instead (not both)
 
   # --- Model ---
-  c.model_name = "paligemma2-3b-pt-224"  # any name of components.paligemma.configs
+  c.model_name = "paligemma2-3b-pt-224"  # any name of components.paligemma.configs (without a checkpoint)
   c.checkpoint = ""  # .npz or model directory from components.download; "" = random init (tests)
+  c.model_overrides.llm.dropout = 0.0  # any tower field (None = the model's own), e.g. llm.dropout
   c.tokenizer = ""  # default: tokenizer.model beside the checkpoint
 
   # --- What trains ---
@@ -41,13 +41,13 @@ def get_config(arg=None):
   c.optimizer.schedule = "cosine"
   c.optimizer.warmup_percent = 0.05
   c.label_smoothing = 0.0
-  c.llm_dropout = 0.0
   c.grad_accum_steps = 1  # trade speed for memory: the step runs batch_size / this examples at once
 
   # --- Precision and memory ---
   c.frozen_dtype = "bfloat16"  # frozen weights; trainable weights and optimizer state are f32
-  c.compute_dtype = ""
-  c.remat_policy = "nothing_saveable"
+  c.compute_dtype = "bfloat16"  # matmuls of both towers; float32 for exact comparisons
+  c.remat_policy = "auto"  # the fastest that fits memory_limit_gib (0: the device's own), else "none" or a jax policy
+  c.memory_limit_gib = 0.0
 
   # --- Devices ---
   c.mesh.data, c.mesh.fsdp = 1, -1  # pure FSDP over every device

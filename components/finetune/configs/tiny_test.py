@@ -19,6 +19,7 @@ def get_config(arg=None):
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_percent = 0.1
   c.frozen_dtype = "float32"  # exact comparisons in tests
+  c.compute_dtype = "float32"  # likewise: bf16 matmuls round differently per batch split and device count
   c.remat_policy = "none"
   c.data_threads = 2
   c.mesh.data, c.mesh.fsdp = 1, -1

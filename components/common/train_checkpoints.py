@@ -138,7 +138,8 @@ def manager(workdir: str, *, keep: int = 2, async_save: bool = True, read_only: 
   options = ocp.CheckpointManagerOptions(
       preservation_policy=keep_policy, enable_async_checkpointing=async_save, read_only=read_only,
       create=not read_only)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=("state", "data"), options=options)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
 
 
 def _restore_step(mgr: ocp.CheckpointManager, step: int, abstract_state) -> tuple[dict, dict]:
@@ -146,6 +147,15 @@ def _restore_step(mgr: ocp.CheckpointManager, step: int, abstract_state) -> tupl
   out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                   data=ocp.args.JsonRestore()))
   return out["state"], out["data"]
+
+
+def saved_state(mgr: ocp.CheckpointManager, step: int, device) -> dict:
+  """The restore target of a step's state as it was saved (shapes, dtypes), every leaf on `device`: for
+  readers that have neither the run's optimizer nor its mesh."""
+  metadata = mgr.item_metadata(step)["state"]
+  tree = getattr(metadata, "tree", metadata)  # recent orbax wraps the tree in a TreeMetadata
+  place = jax.sharding.SingleDeviceSharding(device)
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=place), tree)
 
 
 def _first_line(error: BaseException) -> str:
@@ -272,9 +282,10 @@ class Checkpoints:
     """
     return self._restore_first(self.steps()[::-1], abstract_state, set_aside=not self._read_only)
 
-  def restore_for_reading(self, which: str, abstract_state) -> tuple[int, dict]:
+  def restore_for_reading(self, which: str, abstract_state=None) -> tuple[int, dict]:
     """(step, state) for evaluation and export: `latest`, `best` (lowest validation loss, else latest) or a
-    step number; a damaged step is skipped (never moved: readers leave the workdir as it is)."""
+    step number; a damaged step is skipped (never moved: readers leave the workdir as it is). Without an
+    `abstract_state` the state comes back as it was saved (shapes, dtypes) on the first CPU device."""
     steps = self.steps()
     if not steps:
       raise CheckpointError(f"{self.directory} holds no checkpoint yet")
@@ -288,17 +299,22 @@ class Checkpoints:
     else:
       raise ValueError(f"checkpoint {which!r} not found in {self.directory}; have steps {steps}, "
                        "or use 'latest' / 'best'")
+    if abstract_state is None:
+      cpu = jax.devices("cpu")[0]
+      abstract_state = lambda s: saved_state(self._mgr, s, cpu)  # noqa: E731
     step, state, _ = self._restore_first(order, abstract_state, set_aside=False)
     return step, state
 
   def _restore_first(self, order: list[int], abstract_state, set_aside: bool):
+    """`abstract_state`: the restore target, or a function of the step giving it."""
     legacy = self._legacy(self.steps())
     rejected = []
     for step in order:
       problem = _from_chief(self._problem(step, legacy) if self._is_chief else None)
       if problem is None:
         try:
-          state, data_state = _restore_step(self._mgr, step, abstract_state)
+          target = abstract_state(step) if callable(abstract_state) else abstract_state
+          state, data_state = _restore_step(self._mgr, step, target)
         except Exception as e:  # noqa: BLE001 - any failure to read the step makes it unusable
           problem = f"orbax cannot restore it ({_first_line(e)})"
           state = data_state = None

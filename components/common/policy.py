@@ -12,6 +12,24 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+# `trainable` presets: which parameters get gradients (full-match regexes over `/`-joined paths).
+TRAINABLE_PRESETS = {
+    "attention": ("llm/layers/attn/.*",),  # the official 16 GB notebook recipe
+    "llm": ("llm/.*",),
+    "full": (".*",),
+    "freeze-img": ("llm/.*",),  # same set as `llm`; the name big_vision transfer configs use
+    "none": (),  # with LoRA: only the adapters train
+}
+
+
+def trainable_regexes(spec) -> tuple[str, ...]:
+  """`trainable` (a preset name, regexes joined by ",", or a sequence) -> full-match regexes."""
+  if isinstance(spec, (list, tuple)):
+    return tuple(spec)
+  if spec in TRAINABLE_PRESETS:
+    return TRAINABLE_PRESETS[spec]
+  return tuple(r.strip() for r in spec.split(",") if r.strip())
+
 
 def flatten(tree) -> dict:
   return flax.traverse_util.flatten_dict(tree, sep="/")
@@ -92,6 +110,11 @@ def lora_delta(name: str, shape, adapter: dict, scale: float, xp=np):
   delta = xp.matmul(adapter["a"], adapter["b"]) * scale  # [*stack, fan_in, fan_out]
   delta = delta.reshape(tuple(shape[a] for a in perm))
   return xp.transpose(delta, np.argsort(perm))
+
+
+def lora_scale(rank: int, alpha: float) -> float:
+  """The factor of every adapter's update, alpha / rank (1 without adapters)."""
+  return alpha / rank if rank > 0 else 1.0
 
 
 def lora_targets(params, regexes) -> list[str]:

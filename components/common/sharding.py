@@ -1,18 +1,27 @@
-"""Device mesh and big_vision's FSDP rule.
+"""The steps' device mesh, big_vision's FSDP rule, and the model's logical activation axes on that mesh.
 
 The mesh has two axes, `data` and `fsdp`. Every batch is split over both (each device sees different
 examples); parameters and optimizer state are split over `fsdp` only, one leaf at a time: a leaf over
 `min_bytes` is cut along its largest dimension that divides the `fsdp` size, anything else is replicated
-(big_vision's `fsdp(axis, min_size_to_shard_mb=4)` rule).
+(big_vision's `fsdp(axis, min_size_to_shard_mb=4)` rule). The model names its activations' axes
+logically (`components.paligemma.sharding`); `ACTIVATION_RULES` puts them on this mesh and `use_mesh`
+activates both, for the trainer, evaluation and the fit planner alike.
 """
 from __future__ import annotations
 
+import contextlib
+
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from components.paligemma import sharding as model_sharding
+
 BATCH_AXES = ("data", "fsdp")
+# Logical axis of the model -> mesh axes (Flax logical axis rules): activations' batch over every device.
+ACTIVATION_RULES = ((model_sharding.BATCH, BATCH_AXES),)
 
 
 def make_mesh(data: int = 1, fsdp: int = -1, devices=None) -> Mesh:
@@ -66,3 +75,10 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh):
+  """`jax.set_mesh(mesh)` with ACTIVATION_RULES: what a step traces and runs the model under."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(ACTIVATION_RULES):
+    yield mesh
