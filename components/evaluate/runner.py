@@ -84,6 +84,8 @@ def load_checkpoint(path: str, which: str = "latest", tokenizer: str | None = No
     from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
 
     params, model_cfg = load_trained_params(resolved.path, which=which)
+  elif resolved.kind == "hf":  # a transformers directory (`export --format hf`), e.g. a champion re-scored
+    params, model_cfg = paligemma.from_hf(resolved.path)
   else:
     model_cfg = _model_cfg(meta)
     params = paligemma.load(resolved.path, model_cfg)
