@@ -99,6 +99,29 @@ def infer_model_json(npz: str) -> dict:
   return {**inferred.model_cfg, "name": inferred.name, "checkpoint": npz.rstrip("/").rsplit("/", 1)[-1]}
 
 
+def find_vqvae(checkpoint: Checkpoint, meta: dict) -> str | None:
+  """The mask codec (.npz) that goes with a checkpoint, or None: its model.json's `vqvae` (a file name in its
+  directory, as download writes it, or a URL / absolute path); for a finetune workdir without one, the codec
+  of the base checkpoint it was tuned from (model.json `base_checkpoint`, an .npz whose directory's model.json
+  names it)."""
+  if meta.get("vqvae"):
+    return _beside(checkpoint.directory, meta["vqvae"])
+  base = meta.get("base_checkpoint")
+  if checkpoint.kind != "workdir" or not base:
+    return None
+  base_json = join(parent(base), MODEL_JSON)
+  fs, fs_path = fsspec.core.url_to_fs(base_json)
+  if not fs.isfile(fs_path):
+    return None
+  with fs.open(fs_path, "rb") as f:
+    name = json.load(f).get("vqvae")
+  return _beside(parent(base), name) if name else None
+
+
+def _beside(directory: str, name: str) -> str:
+  return name if "://" in name or name.startswith("/") else join(directory, name)
+
+
 def _exported_name(directory: str) -> str:
   """The model name an export recorded (manifest.json: source model), else "paligemma"."""
   fs, fs_path = fsspec.core.url_to_fs(join(directory, "manifest.json"))
