@@ -4,7 +4,7 @@ spelling still works, with a one-line notice naming the new one.
     p = cli.ArgumentParser(prog="python -m components.evaluate")
     p.add_argument("--batch", type=int, deprecated=("--batch-size",), help="examples per decoding step")
     args = p.parse_args()             # `--batch-size 4` works and prints: ...: --batch-size is deprecated, use --batch
-    cli.fail(p, "--data DIR has no valid.jsonl")  # `python -m components.evaluate: error: --data ...`, exit 2
+    return cli.report(p, "--data DIR has no valid.jsonl")  # prints `python -m components.evaluate: error: ...`; 2
 
 Only argparse and the standard library are imported here: `--help` stays fast (no jax, kfp or cloud SDK
 before the arguments are parsed).
@@ -61,9 +61,15 @@ class ArgumentParser(argparse.ArgumentParser):
     fail(self, f"{message} (see --help)")
 
 
-def fail(parser: argparse.ArgumentParser | str, message: str) -> NoReturn:
-  """Prints `PROG: error: MESSAGE` (one line) and exits with status 2: the way every CLI reports a mistake
-  the user can fix. `parser` is the parser (its prog) or the program's name."""
+def report(parser: argparse.ArgumentParser | str, message: str) -> int:
+  """Prints `PROG: error: MESSAGE` on one line (a message's line breaks become spaces) and returns 2, the
+  exit status of a mistake the user can fix: `return cli.report(parser, str(e))` in a CLI's main. `parser` is
+  the parser (its prog) or the program's name."""
   prog = parser if isinstance(parser, str) else parser.prog
   print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
-  raise SystemExit(USAGE_ERROR)
+  return USAGE_ERROR
+
+
+def fail(parser: argparse.ArgumentParser | str, message: str) -> NoReturn:
+  """`report`, then exit (status 2)."""
+  raise SystemExit(report(parser, message))

@@ -59,11 +59,11 @@ def main(argv=None) -> int:
   try:
     report = convert(config_from_args(args))
   except (ConversionError, OutputBusyError, ValueError, FileNotFoundError, MissingExtra) as e:
-    cli.fail(parser, str(e))
+    return cli.report(parser, str(e))
   except OSError as e:
     if (message := storage_error(e, args.output)) is None:
       raise
-    cli.fail(parser, message)
+    return cli.report(parser, message)
   for issue in report["rejected"][:20]:
     logging.warning("rejected %s, row %s: %s", issue["file"], issue["row"], issue["reason"])
   if len(report["rejected"]) > 20:

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
       from components.evaluate import runner  # imports jax and the model only when decoding
       metrics = runner.run(runner.RunArgs.from_namespace(args))
   except (FileNotFoundError, ValueError, extras.MissingExtra) as e:  # a file or value the user gave: one line
-    cli.fail(f"{parser.prog} {args.command}", str(e))
+    return cli.report(f"{parser.prog} {args.command}", str(e))
   json.dump(metrics, sys.stdout, indent=2)
   sys.stdout.write("\n")
   return 0
