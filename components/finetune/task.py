@@ -44,10 +44,15 @@ def settings_for(data_dir: str | None = None, checkpoint: str | None = None, ove
   if checkpoint:
     settings.append(Setting("checkpoint", checkpoint, "the base_model input"))
   flag_names = flag_names or {}
-  settings += [Setting(key, named[name], f"{flag_names[name]} {named[name]}" if name in flag_names
+  settings += [Setting(key, named[name], _flag_source(flag_names[name], named[name]) if name in flag_names
                        else f"parameter {name}") for name, key in SETTINGS.items() if named.get(name) is not None]
-  return settings + [parse_assignment(text, f"{flag_names['overrides']} {text}" if "overrides" in flag_names
+  return settings + [parse_assignment(text, _flag_source(flag_names["overrides"], text) if "overrides" in flag_names
                                       else f"override {text!r}") for text in overrides]
+
+
+def _flag_source(flag: str, value) -> str:
+  """How a user typed it: `--batch 64`, or with a flag ending in "=", `--param batch_size=64`."""
+  return f"{flag}{value}" if flag.endswith("=") else f"{flag} {value}"
 
 
 def too_few_examples(error, settings, config: str):
