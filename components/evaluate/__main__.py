@@ -20,7 +20,8 @@ def _add_score(sub) -> None:
                                  "the metrics as JSON; with --output also writes predictions.jsonl (the scored "
                                  "predictions), metrics.json, report.html and, for detection, coco_results.json "
                                  "there.")
-  p.add_argument("--task", required=True, choices=scoring.TASKS)
+  p.add_argument("--task", required=True, choices=scoring.TASKS, help="what the predictions answer: decides "
+                 "the metrics")
   p.add_argument("--predictions", required=True, help="predictions JSONL, or a COCO results JSON (detect)")
   p.add_argument("--references", required=True, help="references JSONL, e.g. a dataset's valid.jsonl (its "
                                                      "report.json beside it gives COCO category ids)")
@@ -48,7 +49,8 @@ def _add_run(sub) -> None:
   p.add_argument("--tokenizer", help="tokenizer.model (default: the one beside the checkpoint)")
   p.add_argument("--data", required=True, help="dataset directory written by components.convert")
   p.add_argument("--split", default="valid", help="which DIR/SPLIT.jsonl to decode (default valid)")
-  p.add_argument("--task", required=True, choices=scoring.TASKS)
+  p.add_argument("--task", required=True, choices=scoring.TASKS, help="what the model answers: decides the "
+                 "prompts' scoring and the default decode length")
   p.add_argument("--output", required=True, help="evaluation directory to write")
   p.add_argument("--sampler", default="greedy", help="greedy | beam:N | nucleus:P | temperature:T (default greedy)")
   p.add_argument("--max-decode-len", type=int, default=None, help="tokens to generate (default: by task)")
