@@ -9,7 +9,9 @@ wall of tracebacks).
         raise steps.failure(e) from None    # StepFailed("step 'finetune' failed: ... (full log: ...)")
 
 `StepLog` copies what the runner prints (each step's output, on stdout) and the runner's own log records into
-the file, and keeps the last lines of the step that is running. It is independent of how the output is shown.
+the file, and keeps the last lines of the step that is running. It is independent of how the output is shown,
+but it tells the steps apart by the runner's INFO records ("Executing task 'x'"): quieten the runner with
+handler levels or filters, not by raising the root logger's level above INFO.
 """
 from __future__ import annotations
 
