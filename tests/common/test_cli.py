@@ -100,3 +100,57 @@ print(json.dumps({{"code": code, "heavy": heavy, "usage": out.getvalue().startsw
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] == 0 and result["usage"], (module, result)
     assert result["heavy"] == [], f"python -m {module} --help imported {result['heavy'][:5]}"
+
+
+def test_finetune_overrides_are_set_and_the_old_spelling_says_so(tmp_path, capsys, monkeypatch):
+  from components.finetune.__main__ import main
+
+  monkeypatch.setattr("components.finetune.preemption.exit_on_sigterm", lambda: None)
+  config = "components/finetune/configs/tiny_test.py"
+  for argv, said in ((["--set", "lrr=1"], "--set lrr=1: unknown config key 'lrr' (did you mean 'optimizer.lr'?"),
+                     (["--set", "optimizer.lrr=1"], "--set optimizer.lrr=1: unknown config key 'optimizer.lrr'"),
+                     (["--set", "batch_size=x"], "--set batch_size=x: 'x' is not a valid int")):
+    with pytest.raises(SystemExit) as exited:
+      main(["--config", config, "--workdir", str(tmp_path / "w"), *argv])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith(f"python -m components.finetune: error: {said}"), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "\"'" not in err
+  with pytest.raises(SystemExit):
+    main(["--config", config, "--workdir", str(tmp_path / "w"), "--config.lrr=1", "--num_processes", "1"])
+  assert capsys.readouterr().err.splitlines() == [
+      "python -m components.finetune: --num_processes is deprecated, use --num-processes",
+      "python -m components.finetune: --config.KEY=VALUE is deprecated, use --set KEY=VALUE",
+      "python -m components.finetune: error: --config.lrr=1: unknown config key 'lrr' (did you mean 'optimizer.lr'? "
+      "every key is declared in components/finetune/config.py defaults())"]
+  assert not (tmp_path / "w").exists()  # nothing started
+
+
+def test_old_spellings_of_evaluate_and_export(capsys):
+  from components.evaluate.__main__ import build_parser as evaluate_parser
+  from components.export.__main__ import build_parser as export_parser
+
+  args = evaluate_parser().parse_args(["run", "--checkpoint", "c", "--data", "d", "--task", "detect", "--output", "o",
+                                       "--batch-size", "4"])
+  assert args.batch_size == 4
+  assert export_parser().parse_args(["--checkpoint", "c", "--format", "hf", "--output", "o"]).format == "hf"
+  assert capsys.readouterr().err.splitlines() == [
+      "python -m components.evaluate run: --batch-size is deprecated, use --batch",
+      "python -m components.export: --format is deprecated, use --export-format"]
+  assert export_parser().parse_args(["--checkpoint", "c", "--export-format", "npz", "--output", "o"]).format == "npz"
+  with pytest.raises(SystemExit):
+    export_parser().parse_args(["--checkpoint", "c", "--output", "o"])
+  assert "required: --export-format" in capsys.readouterr().err
+
+
+def test_export_dry_run_warns_when_no_project_is_named(monkeypatch, caplog, capsys):
+  from components.export import registry
+
+  monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+  request = registry.upload_request(artifact_uri="gs://b/m", export_format="hf", display_name="m",
+                                    serving_container=None, labels={})
+  registry.register(request, dry_run=True)
+  assert json.loads(capsys.readouterr().out)["kwargs"]["project"] is None
+  assert "names no project (\"project\": null): give --project or set GOOGLE_CLOUD_PROJECT" in caplog.text
+  caplog.clear()
+  registry.register({**request, "project": "acme"}, dry_run=True)
+  assert "no project" not in caplog.text
