@@ -19,7 +19,7 @@ def _add_score(sub) -> None:
                                  "score}], as ultralytics, Florence-2 scripts and most detectors write). Prints "
                                  "the metrics as JSON; with --output also writes predictions.jsonl (the scored "
                                  "predictions), metrics.json, report.html and, for detection, coco_results.json "
-                                 "there.")
+                                 "there. --task segment decodes the <seg> tokens with the mask codec (--vqvae).")
   p.add_argument("--task", required=True, choices=scoring.TASKS, help="what the predictions answer: decides "
                  "the metrics")
   p.add_argument("--predictions", required=True, help="predictions JSONL, or a COCO results JSON (detect)")
@@ -35,6 +35,8 @@ def _add_score(sub) -> None:
   p.add_argument("--baseline", help="an earlier evaluation directory to compare against in the report")
   p.add_argument("--model", help="what made the predictions, for the report header (default: the predictions "
                                  "file's name)")
+  p.add_argument("--vqvae", help="--task segment: the mask codec that decodes the <seg> tokens, a VQ-VAE .npz "
+                                 "(e.g. vae-oid.npz) or a model directory whose model.json names one (`vqvae`)")
   p.add_argument("--run-id", help="run id for the report header")
 
 
@@ -63,9 +65,17 @@ def _add_run(sub) -> None:
   p.add_argument("--seed", type=int, default=0, help="sampling seed (for nucleus/temperature)")
   p.add_argument("--baseline", help="an earlier evaluation directory (e.g. of the base model) to show side by side")
   p.add_argument("--run-id", help="run id for the report header (the pipeline passes its run name)")
+  p.add_argument("--vqvae", help="--task segment: the mask codec, a VQ-VAE .npz or a model directory naming one "
+                                 "(default: the codec the checkpoint's model.json names, `vqvae`; for a finetune "
+                                 "workdir, its base model's)")
 
 
 def _score(args, parser) -> dict:
+  if args.task == "segment" and not args.vqvae:
+    parser.error("--task segment needs --vqvae: the mask codec (.npz, or a model directory naming one) that "
+                 "decodes the <seg> tokens")
+  if args.vqvae and args.task != "segment":
+    parser.error(f"--vqvae is the mask codec of --task segment; this is --task {args.task}")
   references = jsonl.read_jsonl(args.references, required=("image", "prefix", "suffix"))
   dataset_dir = os.path.dirname(os.path.abspath(args.references))
   ids = coco_results.DatasetIds(references, dataset_dir, args.categories) if args.task == "detect" else None
@@ -77,13 +87,18 @@ def _score(args, parser) -> dict:
     if args.categories:
       parser.error("--categories maps the category ids of a COCO results JSON; --predictions is JSONL")
     predictions = jsonl.read_jsonl(args.predictions, required=("image", "prefix", "prediction"))
+  image_root = args.images or dataset_dir
+  codec = None
+  if args.task == "segment":
+    from components.evaluate import masks  # the codec runs on jax: imported only when segmenting
+    codec = masks.load_codec(args.vqvae)
+  score_args = {"predictions_name": args.predictions, "references_name": args.references, "vqvae": codec}
   if not args.output:
-    return scoring.score(args.task, predictions, references, predictions_name=args.predictions)[0]
+    return scoring.score(args.task, predictions, references, image_root=image_root, **score_args)[0]
   header = {"model": args.model or os.path.basename(args.predictions), "run_id": args.run_id,
             "dataset": dataset_dir, "split": os.path.splitext(os.path.basename(args.references))[0]}
-  return outputs.write_evaluation(args.output, args.task, predictions, references,
-                                  image_root=args.images or dataset_dir, baseline_dir=args.baseline,
-                                  predictions_name=args.predictions, header=header, dataset_ids=ids)
+  return outputs.write_evaluation(args.output, args.task, predictions, references, image_root=image_root,
+                                  baseline_dir=args.baseline, header=header, dataset_ids=ids, **score_args)
 
 
 def build_parser() -> cli.ArgumentParser:

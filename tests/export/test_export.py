@@ -111,6 +111,30 @@ def test_hf_export_matches_our_model_and_its_processor(model_dir, tmp_path):
   np.testing.assert_allclose(hf_logits, np.asarray(logits), atol=TOL, rtol=0)
 
 
+def test_an_hf_export_is_a_checkpoint_again(model_dir, tmp_path):
+  """A champion exported with --format hf is re-scored by evaluate and re-exported: the same weights."""
+  pytest.importorskip("transformers", reason="transformers (hf extra) writes the processor files")
+  from components.evaluate.runner import load_checkpoint
+
+  hf_dir = tmp_path / "hf"
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "hf", "--output", str(hf_dir)]) == 0
+  source = flatten_params(paligemma.load(str(model_dir / "base.npz"), small_cfg()))
+  params, model_cfg, tokenizer, meta = load_checkpoint(str(hf_dir))
+  assert meta["name"] == "tiny-test"
+  assert configs.resolve_llm(model_cfg["llm"]) == configs.resolve_llm(small_cfg()["llm"])
+  assert configs.resolve_img(model_cfg["img"]) == configs.resolve_img(small_cfg()["img"])
+  assert tokenizer.vocab_size == VOCAB
+  got = flatten_params(params)
+  assert set(got) == set(source) and all(np.array_equal(got[k], source[k]) for k in source)
+
+  again = tmp_path / "npz"
+  assert main(["--checkpoint", str(hf_dir), "--format", "npz", "--output", str(again)]) == 0
+  reexported = flatten_params(paligemma.load(str(again / "model.npz"), model_cfg))
+  assert all(np.array_equal(reexported[k], source[k]) for k in source)
+  manifest = json.loads((again / "manifest.json").read_text())
+  assert manifest["source"] == {"checkpoint": str(hf_dir), "kind": "hf"} and manifest["name"] == "tiny-test"
+
+
 SECRETS = {"HF_TOKEN": "hf_SeCrEt_0123456789", "KAGGLE_KEY": "kaggle-SeCrEt-4567",
            "GOOGLE_OAUTH_ACCESS_TOKEN": "ya29.SeCrEt-access-token"}
 
