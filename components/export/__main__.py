@@ -20,7 +20,8 @@ def _labels_arg(text: str) -> dict:
 
 
 EPILOG = """examples:
-  python -m components.export --checkpoint runs/7 --which best --export-format hf --dtype bfloat16 --output gs://b/models/7
+  python -m components.export --checkpoint runs/7 --which best --export-format hf --dtype bfloat16 \\
+      --output gs://b/models/7
   python -m components.export --checkpoint models/pg2/paligemma2-3b-pt-224.b16.npz --export-format npz --output out/
   python -m components.export --checkpoint runs/7 --export-format hf --output gs://b/models/7 --register --dry-run
 
@@ -29,9 +30,9 @@ Credentials (gs://, Vertex AI) come from application-default credentials, never 
 
 def build_parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(prog="python -m components.export", epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Export a fine-tuned PaliGemma (finetune workdir, model directory or .npz) as a big_vision "
-                                          ".npz or a transformers checkpoint, atomically, with manifest.json.")
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Export a fine-tuned PaliGemma (finetune workdir, model directory or .npz) as a "
+                                     "big_vision .npz or a transformers checkpoint, atomically, with manifest.json.")
   p.add_argument("--checkpoint", required=True, help="finetune workdir, model directory (model.json naming "
                  "its .npz), or an .npz (its model.json beside it, else its configuration is inferred from its "
                  "array shapes); local or gs://")
