@@ -19,39 +19,57 @@ import sys
 import time
 import warnings
 
+from components.common import cli
+from components.convert.readers import FORMATS
+from pipelines import checks, failures
+
 log = logging.getLogger("pipelines.local")
+PROG = "python -m pipelines.local"
+# The flags that set the finetune step's named parameters (components/finetune/task.py SETTINGS), so that a
+# finetune error names what the user typed (`--batch 64`), before the run and from inside the step.
+FINETUNE_FLAGS = {"trainable": "--trainable", "total_steps": "--steps", "epochs": "--epochs", "batch_size": "--batch",
+                  "lr": "--lr", "text_len": "--text-len", "seed": "--seed", "overrides": "--set"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m pipelines.local", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--output", help="where every artifact goes (default runs/<timestamp>)")
   p.add_argument("--model", help="released model name or checkpoint URI (default: the offline demo's "
                  "small random model)")
   p.add_argument("--source", default="", help="where the weights come from (kaggle|gcs|hf|URI), see "
                  "python -m components.download --help")
-  p.add_argument("--tokenizer", default="")
-  p.add_argument("--train-images", type=int, help="demo: synthetic training images (default local_demo.DEMO)")
-  p.add_argument("--valid-images", type=int, help="demo: synthetic validation images")
+  p.add_argument("--tokenizer", default="", help="tokenizer.model (default: the one the model comes with)")
+  p.add_argument("--train-images", type=checks.positive_int, help="demo: synthetic training images (default "
+                 "local_demo.DEMO)")
+  p.add_argument("--valid-images", type=checks.positive_int, help="demo: synthetic validation images")
   p.add_argument("--seed", type=int, help="seed of the split and of training; demo: also of the synthetic data "
                  "and the random model (default local_demo.DEMO)")
   p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
-  p.add_argument("--format", default="coco", help="dataset format, see python -m components.convert --help")
-  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"))
-  p.add_argument("--classes", default="")
+  p.add_argument("--format", default="coco", choices=FORMATS, help="dataset format (components.convert's "
+                 "--format; default coco)")
+  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"),
+                 help="what the model learns to answer (default detect)")
+  p.add_argument("--classes", default="", help="detection classes in prompt order, comma-separated (default: "
+                 "the dataset's)")
   p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
                  "real models, pipelines/local_demo.py for the demo)")
   p.add_argument("--trainable", help="preset or regexes (default: the config's)")
-  p.add_argument("--steps", type=int, help="training steps (default: the config's; replaces its epochs)")
-  p.add_argument("--epochs", type=float, help="training epochs (default: the config's; replaces its steps)")
-  p.add_argument("--batch", type=int)
-  p.add_argument("--lr", type=float)
-  p.add_argument("--text-len", type=int)
+  p.add_argument("--steps", type=checks.positive_int, help="training steps (default: the config's; replaces its "
+                 "epochs)")
+  p.add_argument("--epochs", type=checks.positive_float, help="training epochs (default: the config's; replaces "
+                 "its steps)")
+  p.add_argument("--batch", type=checks.positive_int, help="global batch size (default: the config's)")
+  p.add_argument("--lr", type=checks.positive_float, help="peak learning rate (default: the config's)")
+  p.add_argument("--text-len", type=checks.positive_int, help="tokens of prefix + suffix (default: the "
+                 "config's)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="any other finetune config override, e.g. --set lora.rank=8 (repeatable)")
-  p.add_argument("--eval-limit", type=int, default=0, help="evaluate on at most N examples (0 = all)")
-  p.add_argument("--max-decode-len", type=int, default=0)
-  p.add_argument("--export-format", default="npz", choices=("npz", "hf"))
+  p.add_argument("--eval-limit", type=checks.non_negative_int, default=0, help="evaluate on at most N examples "
+                 "(0 = all)")
+  p.add_argument("--max-decode-len", type=checks.non_negative_int, default=0, help="tokens to generate when "
+                 "evaluating (0 = by task)")
+  p.add_argument("--export-format", default="npz", choices=("npz", "hf"), help="the exported model's format "
+                 "(components.export --export-format)")
   p.add_argument("--champion", default="", help="champion record to beat (default OUTPUT/models/champion.json)")
   p.add_argument("--min-metric", type=float, default=0.0, help="the tuned model must reach this headline metric")
   p.add_argument("--min-improvement", type=float, default=0.0,
@@ -65,6 +83,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.model and not args.dataset:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
+  try:  # what can be checked on this machine, before anything runs
+    if args.format != "hf":  # hf: a hub dataset name
+      checks.local_input("--dataset", args.dataset)
+    checks.local_input("--model", args.model, names_allowed=True)
+    checks.local_input("--source", args.source, names_allowed=True)
+    checks.local_input("--tokenizer", args.tokenizer)
+    checks.local_input("--config", args.config, names_allowed=True)
+  except ValueError as e:
+    p.error(str(e))
   return args
 
 
@@ -109,7 +136,7 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
   config = args.config or ("notebook_attention_sgd" if args.model or args.smoke
                            else os.path.abspath(local_demo.__file__))
   seed = local_demo.DEMO["seed"] if args.seed is None else args.seed  # the split's and the trainer's
-  check_finetune_settings(config, args.set, **finetune, seed=seed)
+  check_finetune_settings(config, args.set, **finetune, seed=seed, flag_names=FINETUNE_FLAGS)
   if args.smoke:
     arguments = prepare_demo(os.path.join(output, "inputs"), SMOKE["train_images"], SMOKE["valid_images"],
                              args.seed, model=args.smoke_model)
@@ -155,8 +182,18 @@ class _StepTimes(logging.Filter):
     return True
 
 
+def in_flag_names(error: BaseException) -> BaseException:
+  """A finetune step's message names its parameters (`parameter batch_size: ...`); the user set them with
+  this CLI's flags (`--batch`)."""
+  if not isinstance(error, failures.StepFailed):
+    return error
+  message = re.sub(r"\bparameter (\w+)", lambda m: FINETUNE_FLAGS.get(m[1], m[0]), error.message)
+  return failures.StepFailed(error.step, message, error.log)
+
+
 def run(arguments: dict, output: str) -> dict:
-  """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary."""
+  """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary. A failed step
+  raises failures.StepFailed (its name and one-line message; everything in OUTPUT/pipeline.log)."""
   import kfp.local
 
   from components.common.atomic import write_json_atomic
@@ -172,9 +209,12 @@ def run(arguments: dict, output: str) -> dict:
   step_times = _StepTimes()
   logging.getLogger().addFilter(step_times)
   try:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), failures.StepLog(os.path.join(output, "pipeline.log")) as steps:
       warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
-      run_task = build_pipeline(get_target("local"))(**arguments)
+      try:
+        run_task = build_pipeline(get_target("local"))(**arguments)
+      except RuntimeError as e:  # the runner's "Inner task failed": say which step, and its own message
+        raise in_flag_names(steps.failure(e)) from None
   finally:
     logging.getLogger().removeFilter(step_times)
   elapsed = time.monotonic() - start
@@ -206,10 +246,15 @@ def main(argv=None) -> int:
   from components.finetune.config import ConfigError
   try:
     arguments = pipeline_arguments(args, output)
-  except ConfigError as e:
-    print(f"python -m pipelines.local: finetune config: {e}", file=sys.stderr)
-    return 2
-  summary = run(arguments, output)
+  except ConfigError as e:  # names the flag: `--set lrr=1: unknown config key 'lrr' ...`
+    return cli.report(PROG, str(e))
+  except FileNotFoundError as e:  # a --config name that is no shipped config
+    return cli.report(PROG, f"--config {args.config}: {e}")
+  try:
+    summary = run(arguments, output)
+  except failures.StepFailed as e:
+    print(f"{PROG}: {e}", file=sys.stderr)
+    return 1
   metric = summary["gate"]["metric"]
   print(f"\nbase  {metric}: {summary['gate']['base']:.4f}")
   print(f"tuned {metric}: {summary['gate']['tuned']:.4f}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from components.common import cli
 from components.download import secrets
-from components.download.core import RETRIES, download_model
-from components.download.errors import DownloadError
+from components.download.errors import RETRIES, DownloadError
 from components.download.sources import DEFAULT_TOKENIZER, DEFAULT_VQVAE, DTYPES
 
 EPILOG = """\
@@ -36,8 +36,8 @@ gives it); arrays that form no PaliGemma model are an error.
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
+def build_parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(
       prog="python -m components.download", description="Fetch PaliGemma weights and a tokenizer into a model "
       "directory (checkpoint .npz, tokenizer.model, model.json, manifest.json).", epilog=EPILOG,
       formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--gcs-chunk-mib", type=int, default=64,
                       help="size of the ranged reads a gs:// download runs in parallel (and resumes by)")
   parser.add_argument("--retries", type=int, default=RETRIES, help="attempts per file on checksum or network errors")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  from components.download.core import download_model  # after parsing: --help imports no cloud SDK
 
   secrets.configure_logging()
   try:

@@ -24,11 +24,10 @@ from google.api_core import exceptions as gexc
 import components
 from components.download import files, gcs, hf, kaggle, secrets, sources, validate
 from components.download.model_dir import MANIFEST, MODEL_JSON, TOKENIZER, ModelDir, read_if_file
-from components.download.errors import ChecksumError, DownloadError, TransientError
+from components.download.errors import RETRIES, ChecksumError, DownloadError, TransientError
 from components.download.sources import DEFAULT_TOKENIZER, VQVAE_FILE, Kind, Source
 
 PACKAGE_VERSION = components.__version__
-RETRIES = 3
 RETRY_WAIT_S = 1.0
 # Errors worth another attempt: bad bytes, dropped connections, overloaded servers. The clients resume
 # partial files, so a retry fetches only what is missing. (huggingface_hub retries its own transport errors.)

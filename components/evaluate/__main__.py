@@ -1,13 +1,12 @@
 """`python -m components.evaluate {run,score}`: decode and score a checkpoint, or score predictions."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 
-from components.common import extras
+from components.common import cli, extras
 from components.evaluate import coco_results, jsonl, outputs, scoring
 
 
@@ -21,7 +20,8 @@ def _add_score(sub) -> None:
                                  "the metrics as JSON; with --output also writes predictions.jsonl (the scored "
                                  "predictions), metrics.json, report.html and, for detection, coco_results.json "
                                  "there. --task segment decodes the <seg> tokens with the mask codec (--vqvae).")
-  p.add_argument("--task", required=True, choices=scoring.TASKS)
+  p.add_argument("--task", required=True, choices=scoring.TASKS, help="what the predictions answer: decides "
+                 "the metrics")
   p.add_argument("--predictions", required=True, help="predictions JSONL, or a COCO results JSON (detect)")
   p.add_argument("--references", required=True, help="references JSONL, e.g. a dataset's valid.jsonl (its "
                                                      "report.json beside it gives COCO category ids)")
@@ -50,14 +50,15 @@ def _add_run(sub) -> None:
                                                      "from its array shapes); local or gs://")
   p.add_argument("--tokenizer", help="tokenizer.model (default: the one beside the checkpoint)")
   p.add_argument("--data", required=True, help="dataset directory written by components.convert")
-  p.add_argument("--split", default="valid")
-  p.add_argument("--task", required=True, choices=scoring.TASKS)
+  p.add_argument("--split", default="valid", help="which DIR/SPLIT.jsonl to decode (default valid)")
+  p.add_argument("--task", required=True, choices=scoring.TASKS, help="what the model answers: decides the "
+                 "prompts' scoring and the default decode length")
   p.add_argument("--output", required=True, help="evaluation directory to write")
   p.add_argument("--sampler", default="greedy", help="greedy | beam:N | nucleus:P | temperature:T (default greedy)")
   p.add_argument("--max-decode-len", type=int, default=None, help="tokens to generate (default: by task)")
   p.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
-  p.add_argument("--batch-size", type=int, default=8, help="examples per decoding step (padded to a multiple "
-                                                            "of the device count)")
+  p.add_argument("--batch", dest="batch_size", type=int, default=8, deprecated=("--batch-size",),
+                 help="examples per decoding step (padded to a multiple of the device count)")
   p.add_argument("--which", default="latest", help="checkpoint of a finetune workdir: latest, best (lowest "
                                                     "validation loss) or a step number")
   p.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default: longest prompt of the split)")
@@ -100,11 +101,16 @@ def _score(args, parser) -> dict:
                                   baseline_dir=args.baseline, header=header, dataset_ids=ids, **score_args)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m components.evaluate", description=__doc__)
+def build_parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(prog="python -m components.evaluate", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   _add_run(sub)
   _add_score(sub)
+  return parser
+
+
+def main(argv=None) -> int:
+  parser = build_parser()
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   if args.task == "caption":  # CIDEr comes with an extra: say so before decoding anything
@@ -114,11 +120,14 @@ def main(argv=None) -> int:
       parser.error(str(e))
   if args.command == "score" and args.baseline and not args.output:
     parser.error("score --baseline only changes the report: give --output too")
-  if args.command == "score":
-    metrics = _score(args, parser)
-  else:
-    from components.evaluate import runner  # imports jax and the model only when decoding
-    metrics = runner.run(runner.RunArgs.from_namespace(args))
+  try:
+    if args.command == "score":
+      metrics = _score(args, parser)
+    else:
+      from components.evaluate import runner  # imports jax and the model only when decoding
+      metrics = runner.run(runner.RunArgs.from_namespace(args))
+  except (FileNotFoundError, ValueError, extras.MissingExtra) as e:  # a file or value the user gave: one line
+    return cli.report(f"{parser.prog} {args.command}", str(e))
   json.dump(metrics, sys.stdout, indent=2)
   sys.stdout.write("\n")
   return 0

@@ -33,12 +33,13 @@ from components.common.atomic import write_json_atomic
 from components.common.checkpoints import join, read_model_json, resolve_checkpoint
 from components.common.extras import require
 from components.export import processor, publish, registry
+from components.export.formats import DTYPE_NAMES, FORMATS
 from components.paligemma import configs
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("npz", "hf")
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
+assert tuple(DTYPES) == DTYPE_NAMES
 NPZ_NAME = "model.npz"
 
 
