@@ -1,4 +1,4 @@
-"""python -m components.finetune --config components/finetune/configs/<name>.py --workdir DIR [--set KEY=VALUE ...]
+"""python -m components.finetune --config components/finetune/configs/<name>.py --workdir DIR [--config.KEY=VALUE ...]
 
 Rerun the same command to resume a stopped or preempted run. Multi-host: started from the environment
 Vertex AI / GKE / TPU VMs provide, or with --coordinator-address/--num-processes/--process-id.
@@ -16,14 +16,15 @@ PROG = "python -m components.finetune"
 def build_parser() -> cli.ArgumentParser:
   parser = cli.ArgumentParser(
       prog=PROG, description=__doc__.split("\n\n", 1)[1],
-      epilog="Any config key can be overridden as --set KEY=VALUE (e.g. --set optimizer.lr=1e-4 --set "
-             "trainable=llm); each key once. Unknown keys are an error. epochs replaces the config's total_steps "
-             "and the other way round. --config.KEY=VALUE is the deprecated spelling of --set KEY=VALUE. "
+      epilog="Any config key can be overridden as --config.KEY=VALUE (big_vision's spelling, e.g. "
+             "--config.optimizer.lr=1e-4) or, as in pipelines.local, --set KEY=VALUE; each key once. Unknown keys "
+             "are an error. epochs replaces the config's total_steps and the other way round. "
              "Configs: components/finetune/configs/.")
   parser.add_argument("--config", required=True, help="ml_collections config file (a .py with get_config)")
   parser.add_argument("--workdir", required=True, help="output/resume directory, local or gs://")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="a config override, e.g. --set optimizer.lr=1e-4 (repeatable)")
+                      help="a config override, e.g. --set optimizer.lr=1e-4 (repeatable); the same as "
+                      "--config.optimizer.lr=1e-4")
   parser.add_argument("--coordinator-address", deprecated=("--coordinator_address",),
                       help="host:port of process 0 (multi-process runs)")
   parser.add_argument("--num-processes", type=int, deprecated=("--num_processes",),
@@ -46,8 +47,6 @@ def main(argv=None) -> int:
   unknown = [arg for arg in rest if not arg.startswith("--config.")]
   if unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-  if rest:
-    print(f"{PROG}: --config.KEY=VALUE is deprecated, use --set KEY=VALUE", file=sys.stderr)
   try:  # the whole config is checked before anything starts
     settings = config_lib.flag_settings(rest) + [config_lib.parse_assignment(text, f"--set {text}")
                                                  for text in args.set]
