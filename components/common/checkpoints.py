@@ -56,10 +56,8 @@ def resolve_checkpoint(path: str, tokenizer: str | None = None) -> Checkpoint:
   if path.endswith(".npz"):
     return Checkpoint("npz", path, parent(path), tokenizer or join(parent(path), TOKENIZER))
   fs, fs_path = fsspec.core.url_to_fs(path)
-  if not fs.isdir(join(fs_path, "checkpoints")) and fs.isfile(join(fs_path, "config.json")):
-    with fs.open(join(fs_path, "config.json"), "rb") as f:
-      if json.load(f).get("model_type") == "paligemma":
-        return Checkpoint("hf", path, path, tokenizer or join(path, TOKENIZER))
+  if not fs.isdir(join(fs_path, "checkpoints")) and _is_transformers_dir(fs, fs_path):
+    return Checkpoint("hf", path, path, tokenizer or join(path, TOKENIZER))
   if fs.isdir(join(fs_path, "checkpoints")) or fs.isfile(join(fs_path, "config.json")):
     return Checkpoint("workdir", path, path, tokenizer or join(path, TOKENIZER))
   if fs.isfile(join(fs_path, MODEL_JSON)):
@@ -71,6 +69,18 @@ def resolve_checkpoint(path: str, tokenizer: str | None = None) -> Checkpoint:
     return Checkpoint("npz", join(path, meta["checkpoint"]), path, tokenizer or join(path, TOKENIZER))
   raise FileNotFoundError(f"{path} is neither an .npz, a finetune workdir (checkpoints/ or config.json) nor a "
                           f"model directory ({MODEL_JSON} naming its .npz); check the path")
+
+
+def _is_transformers_dir(fs, fs_path: str) -> bool:
+  """config.json of a transformers PaliGemma (a finetune workdir's config.json has no `model_type`)."""
+  if not fs.isfile(join(fs_path, "config.json")):
+    return False
+  try:
+    with fs.open(join(fs_path, "config.json"), "rb") as f:
+      config = json.load(f)
+  except ValueError:  # not JSON (yet): not a transformers checkpoint
+    return False
+  return isinstance(config, dict) and config.get("model_type") == "paligemma"
 
 
 def read_model_json(checkpoint: Checkpoint) -> dict:
