@@ -80,7 +80,8 @@ def make_detection_dataset(out_dir: str, *, train: int, valid: int, image_size: 
 
 
 def make_random_model(out_dir: str, name: str = "demo-v2", seed: int = 0) -> str:
-  """A model directory with random initial weights; returns the checkpoint's path."""
+  """A model directory with random initial weights (model.json records `"init": "random"` and the seed);
+  returns the checkpoint's path."""
   import jax
   import jax.numpy as jnp
 
@@ -97,7 +98,7 @@ def make_random_model(out_dir: str, name: str = "demo-v2", seed: int = 0) -> str
   paligemma.train_small_tokenizer(os.path.join(out_dir, "tokenizer.model"),
                                   vocab_size=model_cfg["llm"]["vocab_size"])
   with open(os.path.join(out_dir, "model.json"), "w") as f:
-    json.dump({**model_cfg, "name": name, "checkpoint": checkpoint}, f, indent=2)
+    json.dump({**model_cfg, "name": name, "checkpoint": checkpoint, "init": "random", "seed": seed}, f, indent=2)
   return os.path.join(out_dir, checkpoint)
 
 
