@@ -41,3 +41,53 @@ def test_python3_is_replaced_in_the_launcher_only():
   got = subprocess_task_handler.replace_python_executable(command, "/v/bin/python")
   assert got[2] == launcher.replace("python3", "/v/bin/python")
   assert got[3:] == command[3:]
+
+
+# --- fix 6: live, quiet step output
+
+def test_step_output_leaves_out_the_executors_bookkeeping_and_keeps_the_steps_lines():
+  lines = [
+      "[KFP Executor 2026-11-30 05:25:47,471 INFO]: Looking for component `f` in --component_module_path `/t/e.py`\n",
+      "[KFP Executor 2026-11-30 05:25:47,474 INFO]: Loading KFP component \"f\" from /t/e.py\n",
+      "[KFP Executor 2026-11-30 05:25:47,475 INFO]: Got executor_input:\n",
+      "{\n", '    "inputs": {\n', '        "parameterValues": {"a": 1}\n', "    }\n", "}\n",
+      "[KFP Executor 2026-11-30 05:25:48,000 INFO]: step 50/1500 | loss 1.2\n",
+      "[KFP Executor 2026-11-30 05:25:48,001 WARNING]: text_len 24 truncates 3 of 5 training examples\n",
+      "[champion] no champion\n",
+      "[KFP Executor 2026-11-30 05:25:48,100 INFO]: Wrote executor output file to /t/executor_output.json.\n",
+      "\n",
+  ]
+  assert list(kfp_local_fix.shown_lines(lines)) == [
+      "step 50/1500 | loss 1.2\n", "WARNING: text_len 24 truncates 3 of 5 training examples\n",
+      "[champion] no champion\n"]
+
+
+def test_step_environment_is_unbuffered_and_skips_the_tpu_probe_without_a_tpu(monkeypatch):
+  monkeypatch.setattr(kfp_local_fix, "has_tpu", lambda: False)
+  monkeypatch.setattr(kfp_local_fix.importlib.util, "find_spec", lambda name: object())  # libtpu installed
+  monkeypatch.setattr(kfp_local_fix.glob, "glob", lambda pattern: [])  # no GPU either
+  env = kfp_local_fix.step_environment({"PATH": "/bin"})
+  assert env == {"PATH": "/bin", "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
+  assert kfp_local_fix.step_environment({"JAX_PLATFORMS": "tpu"})["JAX_PLATFORMS"] == "tpu"  # the user's choice
+  monkeypatch.setattr(kfp_local_fix, "has_tpu", lambda: True)
+  assert "JAX_PLATFORMS" not in kfp_local_fix.step_environment({})
+
+
+def test_a_steps_lines_arrive_while_it_runs_and_all_are_kept_in_the_step_log(tmp_path, monkeypatch, capfd):
+  import sys
+  import time
+
+  arrived = []
+  monkeypatch.setattr(kfp_local_fix, "LINE_HOOK", lambda line: arrived.append((line, time.monotonic())))
+  monkeypatch.setattr(kfp_local_fix, "STEP_LOG", str(tmp_path / "steps.log"))
+  # print() without flush: a block-buffered child would hold "first" until it exits
+  program = ("import time; print('[KFP Executor 2026-11-30 05:25:47,471 INFO]: Got executor_input:'); print('{'); "
+             "print('}'); print('first'); time.sleep(3); print('second')")
+  start = time.monotonic()
+  assert kfp_local_fix.run_local_subprocess([sys.executable, "-c", program]) == 0
+  end = time.monotonic()
+  assert [line for line, _ in arrived] == ["first\n", "second\n"]
+  assert arrived[0][1] < end - 2, (arrived[0][1] - start, end - start)  # before the step ended
+  assert capfd.readouterr().out == "first\nsecond\n"
+  assert (tmp_path / "steps.log").read_text().splitlines()[-2:] == ["first", "second"]
+  assert "Got executor_input" in (tmp_path / "steps.log").read_text()
