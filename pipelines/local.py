@@ -204,8 +204,10 @@ def _row_text(row: dict) -> str:
 
 
 class _StepWarnings:
-  """The WARNING lines of each step's output (kfp_local_fix.LINE_HOOK), by the task that printed them
-  (`_StepTimes.current`); at most MAX_PER_STEP each."""
+  """The WARNING lines of the data and training steps' output (kfp_local_fix.LINE_HOOK), by the task that
+  printed them (`_StepTimes.current`); at most MAX_PER_STEP each. (The evaluations' warnings are about the
+  models' answers: their reports and metrics.json hold them.)"""
+  STEPS = ("download", "convert", "finetune")
   MAX_PER_STEP = 10
 
   def __init__(self, step_times):
@@ -214,7 +216,7 @@ class _StepWarnings:
   def __call__(self, line: str) -> None:
     if line.startswith("WARNING: "):
       step = self.step_times.current or "?"
-      if sum(w["step"] == step for w in self.warnings) < self.MAX_PER_STEP:
+      if step in self.STEPS and sum(w["step"] == step for w in self.warnings) < self.MAX_PER_STEP:
         self.warnings.append({"step": step, "message": line.removeprefix("WARNING: ").rstrip()})
 
 
