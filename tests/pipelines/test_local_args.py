@@ -99,3 +99,21 @@ def test_convert_summary_lists_rejected_and_repaired_rows(tmp_path):
   assert brief["first_rejected"] == rejected[:local.MAX_LISTED_ROWS] and brief["first_repaired"] == repaired
   assert local._row_text(rejected[0]) == "train/_annotations.coco.json, 0, img_0.jpg: box outside the image"
   assert local.convert_summary(str(tmp_path / "elsewhere")) is None
+
+
+def test_the_summary_keeps_the_data_and_training_steps_warnings_by_step():
+  import logging
+
+  times = local._StepTimes()
+  warnings = local._StepWarnings(times)
+
+  def task(name, *lines):
+    times.filter(logging.LogRecord("root", logging.INFO, "", 0, f"Executing task \x1b[96m'{name}'\x1b[0m", (), None))
+    for line in lines:
+      warnings(line)
+
+  task("convert", "wrote DIR: 30 train\n", "WARNING: split 'test' is empty\n")
+  task("evaluate", "WARNING: 8 answers reached --max-decode-len 16\n")  # the model's answers: its report has them
+  task("finetune", *[f"WARNING: overfitting: {i}\n" for i in range(12)])
+  assert warnings.warnings[0] == {"step": "convert", "message": "split 'test' is empty"}
+  assert [w["step"] for w in warnings.warnings] == ["convert"] + ["finetune"] * local._StepWarnings.MAX_PER_STEP
