@@ -86,7 +86,8 @@ def init_problem(model: str | None, init: str, source: str) -> str | None:
     try:
       configs.model_config(model)
     except (KeyError, ValueError):
-      return f"--init random needs a configuration name for --model, not {model!r} (one of {', '.join(configs.SMALL_CONFIGS)} or a released name)"
+      return (f"--init random needs a configuration name for --model, not {model!r} (one of "
+              f"{', '.join(configs.SMALL_CONFIGS)} or a released name)")
   elif model in configs.SMALL_CONFIGS and not source:
     return (f"--model {model} is a configuration, not a released checkpoint: add --init random to start it from "
             "seeded random weights, or give its weights with --source URI")
@@ -180,6 +181,8 @@ def check_finetune_settings(config: str, overrides=(), **settings) -> None:
   from components.finetune import task
 
   task.resolve_config(config, overrides=overrides, **settings)
+
+
 MAX_LISTED_ROWS = 5  # rejected/repaired rows of convert listed in the summary (all are in its report.json)
 
 
