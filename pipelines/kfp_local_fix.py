@@ -220,7 +220,8 @@ class _QuietOrchestrator:
 
   def filter(self, record) -> bool:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(record.msg))
-    return not (text.startswith("Streamed logs:") or re.match(r"Task '?[\w-]+'? (outputs:|has no outputs)", text))
+    return not (text.startswith(("Streamed logs:", "Cleaned up workspace"))
+                or re.match(r"Task '?[\w-]+'? (outputs:|has no outputs)", text))
 
 
 @contextlib.contextmanager

@@ -129,11 +129,12 @@ def verify(directory: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------ the manager
 class _ReadOnlyIsAsked(logging.Filter):
-  """orbax logs a WARNING "Given directory is read only=..." for every read-only manager, which is what a
-  reader (evaluate, export) asks for: not news to the user."""
+  """orbax logs WARNINGs for every read-only manager ("Given directory is read only=...",
+  "CheckpointManagerOptions.read_only=True, setting save_interval_steps=0."), which is what a reader
+  (evaluate, export) asks for: not news to the user."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Given directory is read only")
+    return not str(record.msg).startswith(("Given directory is read only", "CheckpointManagerOptions.read_only=True"))
 
 
 _READ_ONLY_NOTICE = _ReadOnlyIsAsked()
@@ -141,6 +142,7 @@ _READ_ONLY_NOTICE = _ReadOnlyIsAsked()
 
 def manager(workdir: str, *, keep: int = 2, async_save: bool = True, read_only: bool = False
             ) -> ocp.CheckpointManager:
+  logging.getLogger("absl").addFilter(_READ_ONLY_NOTICE)  # once: a logger keeps one copy of a filter
   keep_policy = policies.AnyPreservationPolicy([
       policies.LatestN(n=keep),
       policies.BestN(get_metric_fn=lambda m: m[VAL_LOSS], reverse=True, n=1,
@@ -150,7 +152,6 @@ def manager(workdir: str, *, keep: int = 2, async_save: bool = True, read_only: 
       preservation_policy=keep_policy, enable_async_checkpointing=async_save, read_only=read_only,
       create=not read_only)
   handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
-  logging.getLogger("absl").addFilter(_READ_ONLY_NOTICE)  # once: a logger keeps one copy of a filter
   return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=handlers, options=options)
 
 

@@ -91,3 +91,15 @@ def test_a_steps_lines_arrive_while_it_runs_and_all_are_kept_in_the_step_log(tmp
   assert capfd.readouterr().out == "first\nsecond\n"
   assert (tmp_path / "steps.log").read_text().splitlines()[-2:] == ["first", "second"]
   assert "Got executor_input" in (tmp_path / "steps.log").read_text()
+
+
+def test_a_read_only_checkpoint_manager_logs_no_warning(tmp_path, caplog):
+  """Readers (evaluate, export) ask for read-only managers; orbax's notices about it are not news."""
+  import logging
+
+  from components.common import train_checkpoints
+
+  (tmp_path / "checkpoints").mkdir()
+  with caplog.at_level(logging.INFO):
+    train_checkpoints.manager(str(tmp_path), read_only=True)
+  assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
