@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 # The metric each task is judged by (keys of the evaluate step's metrics.json).
-HEADLINE_METRIC = {"detect": "map50", "caption": "cider", "vqa": "accuracy", "ocr": "anls"}
+HEADLINE_METRIC = {"detect": "map50", "caption": "cider", "vqa": "accuracy", "ocr": "anls",
+                   "segment": "mask_map50"}
 
 
 class ChampionMismatch(ValueError):

@@ -43,7 +43,7 @@ when the step ends), and re-prints each line without flushing (block-buffered ag
 file or a pipe). Around them the runner prints each step's whole executor input and outputs as JSON. The
 fix runs the step with `step_environment()` (unbuffered Python; no TPU probe on a machine without a TPU),
 prints each line as it arrives, flushed, leaves out the executor's bookkeeping (its input JSON, module
-loading, output file), and keeps every line, left out or not, in `STEP_LOG` when that is set.
+loading, output file), and hands each line shown to `LINE_HOOK` when that is set.
 `quiet_orchestrator_logs()` does the same for the runner's own log records.
 """
 from __future__ import annotations
@@ -146,8 +146,6 @@ def _python_only_in_the_launcher(replace):
   return replace_python_executable
 
 
-# Fix 6: where every raw line of the steps' output goes (None: nowhere); pipelines.local sets it per run.
-STEP_LOG: str | None = None
 # Fix 6: called with each line shown (None: nobody); pipelines.local collects the steps' warnings with it.
 LINE_HOOK = None
 _EXECUTOR_LINE = re.compile(r"^\s*\[KFP Executor [^\]]* (?P<level>[A-Z]+)\]: (?P<message>.*)$", re.S)
@@ -195,22 +193,10 @@ def run_local_subprocess(full_command) -> int:
   """kfp's `run_local_subprocess`, live and quiet (fix 6)."""
   with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                         errors="replace", env=step_environment()) as process:
-    log = open(STEP_LOG, "a") if STEP_LOG else None  # noqa: SIM115 (closed below, also on error)
-    try:
-      def raw():
-        for line in iter(process.stdout.readline, ""):
-          if log:
-            log.write(line)
-            log.flush()
-          yield line
-
-      for line in shown_lines(raw()):
-        if LINE_HOOK:
-          LINE_HOOK(line)
-        print(line, end="" if line.endswith("\n") else "\n", flush=True)
-    finally:
-      if log:
-        log.close()
+    for line in shown_lines(iter(process.stdout.readline, "")):
+      if LINE_HOOK:
+        LINE_HOOK(line)
+      print(line, end="" if line.endswith("\n") else "\n", flush=True)
     return process.wait()
 
 

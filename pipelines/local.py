@@ -19,12 +19,20 @@ import sys
 import time
 import warnings
 
+from components.common import cli
+from components.convert.readers import FORMATS
+from pipelines import checks, failures
+
 log = logging.getLogger("pipelines.local")
+PROG = "python -m pipelines.local"
+# The flags that set the finetune step's named parameters (components/finetune/task.py SETTINGS), so that a
+# finetune error names what the user typed (`--batch 64`), before the run and from inside the step.
+FINETUNE_FLAGS = {"trainable": "--trainable", "total_steps": "--steps", "epochs": "--epochs", "batch_size": "--batch",
+                  "lr": "--lr", "text_len": "--text-len", "seed": "--seed", "overrides": "--set"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m pipelines.local", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--output", help="where every artifact goes (default runs/<timestamp>)")
   p.add_argument("--model", help="released model name or checkpoint URI (default: the offline demo's "
                  "small random model)")
@@ -34,28 +42,38 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "record it")
   p.add_argument("--source", default="", help="where the weights come from (kaggle|gcs|hf|URI), see "
                  "python -m components.download --help")
-  p.add_argument("--tokenizer", default="")
-  p.add_argument("--train-images", type=int, help="demo: synthetic training images (default local_demo.DEMO)")
-  p.add_argument("--valid-images", type=int, help="demo: synthetic validation images")
+  p.add_argument("--tokenizer", default="", help="tokenizer.model (default: the one the model comes with)")
+  p.add_argument("--train-images", type=checks.positive_int, help="demo: synthetic training images (default "
+                 "local_demo.DEMO)")
+  p.add_argument("--valid-images", type=checks.positive_int, help="demo: synthetic validation images")
   p.add_argument("--seed", type=int, help="seed of the split and of training; demo: also of the synthetic data "
                  "and the random model (default local_demo.DEMO)")
   p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
-  p.add_argument("--format", default="coco", help="dataset format, see python -m components.convert --help")
-  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"))
-  p.add_argument("--classes", default="")
+  p.add_argument("--format", default="coco", choices=FORMATS, help="dataset format (components.convert's "
+                 "--format; default coco)")
+  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"),
+                 help="what the model learns to answer (default detect)")
+  p.add_argument("--classes", default="", help="detection classes in prompt order, comma-separated (default: "
+                 "the dataset's)")
   p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
                  "real models, pipelines/local_demo.py for the demo)")
   p.add_argument("--trainable", help="preset or regexes (default: the config's)")
-  p.add_argument("--steps", type=int, help="training steps (default: the config's; replaces its epochs)")
-  p.add_argument("--epochs", type=float, help="training epochs (default: the config's; replaces its steps)")
-  p.add_argument("--batch", type=int)
-  p.add_argument("--lr", type=float)
-  p.add_argument("--text-len", type=int)
+  p.add_argument("--steps", type=checks.positive_int, help="training steps (default: the config's; replaces its "
+                 "epochs)")
+  p.add_argument("--epochs", type=checks.positive_float, help="training epochs (default: the config's; replaces "
+                 "its steps)")
+  p.add_argument("--batch", type=checks.positive_int, help="global batch size (default: the config's)")
+  p.add_argument("--lr", type=checks.positive_float, help="peak learning rate (default: the config's)")
+  p.add_argument("--text-len", type=checks.positive_int, help="tokens of prefix + suffix (default: the "
+                 "config's)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="any other finetune config override, e.g. --set lora.rank=8 (repeatable)")
-  p.add_argument("--eval-limit", type=int, default=0, help="evaluate on at most N examples (0 = all)")
-  p.add_argument("--max-decode-len", type=int, default=0)
-  p.add_argument("--export-format", default="npz", choices=("npz", "hf"))
+  p.add_argument("--eval-limit", type=checks.non_negative_int, default=0, help="evaluate on at most N examples "
+                 "(0 = all)")
+  p.add_argument("--max-decode-len", type=checks.non_negative_int, default=0, help="tokens to generate when "
+                 "evaluating (0 = by task)")
+  p.add_argument("--export-format", default="npz", choices=("npz", "hf"), help="the exported model's format "
+                 "(components.export --export-format)")
   p.add_argument("--champion", default="", help="champion record to beat (default OUTPUT/models/champion.json)")
   p.add_argument("--min-metric", type=float, default=0.0, help="the tuned model must reach this headline metric")
   p.add_argument("--min-improvement", type=float, default=0.0,
@@ -71,6 +89,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
   if problem := init_problem(args.model, args.init, args.source):
     p.error(problem)
+  try:  # what can be checked on this machine, before anything runs
+    if args.format != "hf":  # hf: a hub dataset name
+      checks.local_input("--dataset", args.dataset)
+    checks.local_input("--model", args.model, names_allowed=True)
+    checks.local_input("--source", args.source, names_allowed=True)
+    checks.local_input("--tokenizer", args.tokenizer)
+    checks.local_input("--config", args.config, names_allowed=True)
+  except ValueError as e:
+    p.error(str(e))
   return args
 
 
@@ -148,7 +175,7 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
   config = args.config or ("notebook_attention_sgd" if args.model or args.smoke
                            else os.path.abspath(local_demo.__file__))
   seed = local_demo.DEMO["seed"] if args.seed is None else args.seed  # the split's and the trainer's
-  check_finetune_settings(config, args.set, **finetune, seed=seed)
+  check_finetune_settings(config, args.set, **finetune, seed=seed, flag_names=FINETUNE_FLAGS)
   if args.smoke:
     arguments = prepare_demo(os.path.join(output, "inputs"), SMOKE["train_images"], SMOKE["valid_images"],
                              args.seed, model=args.smoke_model)
@@ -241,7 +268,7 @@ class _StepTimes(logging.Filter):
     return True
 
 
-STEP_LOG = "steps.log"  # in OUTPUT: every line the steps printed, also those the console leaves out
+PIPELINE_LOG = "pipeline.log"  # in OUTPUT: what the run printed and the runner's records (failures.StepLog)
 
 
 def model_init(arguments: dict) -> dict:
@@ -257,8 +284,18 @@ def model_init(arguments: dict) -> dict:
   return {"init": "pretrained", "model": arguments.get("model")}
 
 
+def in_flag_names(error: BaseException) -> BaseException:
+  """A finetune step's message names its parameters (`parameter batch_size: ...`); the user set them with
+  this CLI's flags (`--batch`)."""
+  if not isinstance(error, failures.StepFailed):
+    return error
+  message = re.sub(r"\bparameter (\w+)", lambda m: FINETUNE_FLAGS.get(m[1], m[0]), error.message)
+  return failures.StepFailed(error.step, message, error.log)
+
+
 def run(arguments: dict, output: str) -> dict:
-  """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary."""
+  """Runs the local target's DAG in-process and writes OUTPUT/summary.json; returns the summary. A failed step
+  raises failures.StepFailed (its name and one-line message; everything in OUTPUT/pipeline.log)."""
   import kfp.local
 
   from components.common.atomic import write_json_atomic
@@ -273,15 +310,19 @@ def run(arguments: dict, output: str) -> dict:
   start = time.monotonic()
   step_times = _StepTimes()
   step_warnings = _StepWarnings(step_times)
-  kfp_local_fix.STEP_LOG, kfp_local_fix.LINE_HOOK = os.path.join(output, STEP_LOG), step_warnings
+  kfp_local_fix.LINE_HOOK = step_warnings
   logging.getLogger().addFilter(step_times)
   try:
-    with warnings.catch_warnings(), kfp_local_fix.quiet_orchestrator_logs():
+    with warnings.catch_warnings(), kfp_local_fix.quiet_orchestrator_logs(), failures.StepLog(
+        os.path.join(output, PIPELINE_LOG)) as steps:
       warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
-      run_task = build_pipeline(get_target("local"))(**arguments)
+      try:
+        run_task = build_pipeline(get_target("local"))(**arguments)
+      except RuntimeError as e:  # the runner's "Inner task failed": say which step, and its own message
+        raise in_flag_names(steps.failure(e)) from None
   finally:
     logging.getLogger().removeFilter(step_times)
-    kfp_local_fix.STEP_LOG, kfp_local_fix.LINE_HOOK = None, None
+    kfp_local_fix.LINE_HOOK = None
   elapsed = time.monotonic() - start
   with open(run_task.output.path) as f:
     decision = json.load(f)
@@ -300,7 +341,7 @@ def run(arguments: dict, output: str) -> dict:
       "convert": convert_summary(run_dir),
       "warnings": step_warnings.warnings,
       "model_init": model_init(arguments),
-      "log": os.path.join(output, STEP_LOG),
+      "log": os.path.join(output, PIPELINE_LOG),
   }
   write_json_atomic(os.path.join(output, "summary.json"), summary)
   return summary
@@ -319,10 +360,15 @@ def main(argv=None) -> int:
   from components.finetune.config import ConfigError
   try:
     arguments = pipeline_arguments(args, output)
-  except ConfigError as e:
-    print(f"python -m pipelines.local: finetune config: {e}", file=sys.stderr)
-    return 2
-  summary = run(arguments, output)
+  except ConfigError as e:  # names the flag: `--set lrr=1: unknown config key 'lrr' ...`
+    return cli.report(PROG, str(e))
+  except FileNotFoundError as e:  # a --config name that is no shipped config
+    return cli.report(PROG, f"--config {args.config}: {e}")
+  try:
+    summary = run(arguments, output)
+  except failures.StepFailed as e:
+    print(f"{PROG}: {e}", file=sys.stderr)
+    return 1
   metric = summary["gate"]["metric"]
   print(f"\nbase  {metric}: {summary['gate']['base']:.4f}")
   print(f"tuned {metric}: {summary['gate']['tuned']:.4f}")
@@ -343,7 +389,7 @@ def main(argv=None) -> int:
     print(f"WARNING [{w['step']}]: {w['message']}")
   if summary["step_seconds"]:
     print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["step_seconds"].items()))
-  print(f"full log of the steps: {summary['log']}")
+  print(f"log: {summary['log']}")
   print(f"summary: {os.path.join(output, 'summary.json')} (total {time.monotonic() - start:.0f}s)")
   return 0
 

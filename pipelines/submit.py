@@ -2,9 +2,16 @@
 
   python -m pipelines.submit --target vertex-tpu-v5e-8 --project P --region us-central1 \
       --pipeline-root gs://BUCKET/pipeline-root \
-      --param dataset_uri=gs://BUCKET/labelled/ --param export_uri=gs://BUCKET/models [--schedule "0 3 * * 1"]
+      --param dataset_uri=gs://BUCKET/labelled/ --param export_uri=gs://BUCKET/models [--schedule "0 3 * * 1"] \
+      [--set optimizer.lr=1e-4]   # a finetune config override (the finetune_overrides parameter)
   python -m pipelines.submit --target kfp-gke-tpu-v5e-4 --kfp-host https://HOST ... [--schedule CRON]
   ... --dry-run      # print the request that would be sent; nothing leaves the machine
+
+Checked before anything is compiled or sent: the flags, the cron syntax of --schedule, a placeholder image
+registry (an error when sending, a warning in a dry run), and, from the --param values, the finetune config
+the run would train with (a shipped config name, or a .py that exists here), each error naming its flag.
+The dry run prints what to check first (target, images, project, region, pipeline root, service account,
+schedule, parameters), then the request, the compiled pipeline spec last.
 
 Vertex targets go through `aiplatform.PipelineJob` (`submit` / `create_schedule`), KFP targets through
 `kfp.Client` (`create_run_from_pipeline_package` / `create_recurring_run`). Credentials come from the
@@ -22,10 +29,14 @@ import os
 import sys
 import tempfile
 
-from pipelines import images
-from pipelines.compile import add_target_arguments, compile_pipeline, load_documents, registry_for
-from pipelines.dag import PIPELINE_NAME
+from components.common import cli
+from components.convert.readers import FORMATS
+from pipelines import checks, images
+from pipelines.compile import (add_target_arguments, compile_pipeline, load_documents, placeholder_image_warning,
+                               registry_for)
 from pipelines.targets import get_target
+
+PROG = "python -m pipelines.submit"
 
 # How a value given on the command line is read, per KFP parameter type.
 _PARSERS = {
@@ -58,6 +69,59 @@ def parameter_values(pipeline_yaml: str, pairs: list[str]) -> dict:
   if missing:
     raise ValueError(f"the pipeline needs --param for: {', '.join(missing)}")
   return values
+
+
+def check_finetune(params: list[str], overrides: list[str]) -> None:
+  """Builds the finetune config the run would train with (components/finetune/task.py; no training) from the
+  finetune settings among the `--param` texts and the `--set` overrides, before anything is compiled, when the
+  config is a shipped name or a file here (a path inside the image cannot be read here). Raises
+  config.ConfigError or ValueError naming the --param or --set that is wrong."""
+  from components.finetune import config as config_lib, task
+
+  given = dict(pair.partition("=")[::2] for pair in params if "=" in pair)
+  if given.get("dataset_format", "coco") not in FORMATS:
+    raise ValueError(f"--param dataset_format={given['dataset_format']}: not a dataset format; choose one of "
+                     f"{', '.join(FORMATS)} (components.convert --format)")
+  config = given.get("finetune_config", "notebook_attention_sgd")
+  if config.endswith(".py") and not os.path.exists(config):
+    return
+  settings = [config_lib.parse_assignment(f"{key}={given[name]}", f"--param {name}={given[name]}")
+              for name, key in task.SETTINGS.items() if name in given]
+  if "finetune_overrides" in given:
+    if overrides:
+      raise ValueError("finetune overrides are given twice: by --param finetune_overrides and by --set; use --set")
+    try:
+      listed = json.loads(given["finetune_overrides"])
+    except ValueError:
+      listed = None
+    if not isinstance(listed, list):
+      raise ValueError(f"--param finetune_overrides={given['finetune_overrides']} is not a JSON list of "
+                       "\"KEY=VALUE\" texts; or give each as --set KEY=VALUE")
+    settings += [config_lib.parse_assignment(str(text), f"--param finetune_overrides item {text}") for text in listed]
+  settings += [config_lib.parse_assignment(text, f"--set {text}") for text in overrides]
+  try:
+    config_lib.load_config(task.config_path(config), settings)
+  except FileNotFoundError as e:  # no shipped config of that name
+    raise ValueError(f"--param finetune_config={config}: {e}") from None
+
+
+def summary(args, target, registry: str, values: dict) -> dict:
+  """What a user checks in a dry run, before the request itself."""
+  return {"target": args.target, "images": images.image_uri(target.image_flavor, registry),
+          "project": args.project, "region": args.region, "pipeline_root": args.pipeline_root,
+          "service_account": args.service_account or None, "schedule": args.schedule,
+          "caching": "each step's compiled setting" if args.caching is None else args.caching,
+          "parameters": values}
+
+
+def spec_last(request: dict) -> dict:
+  """The request with the compiled pipeline spec (tens of KB) moved to the end of each object that holds it."""
+  if not isinstance(request, dict):
+    return request
+  ordered = {k: spec_last(v) for k, v in request.items() if k != "pipelineSpec"}
+  if "pipelineSpec" in request:
+    ordered["pipelineSpec"] = request["pipelineSpec"]
+  return ordered
 
 
 def vertex_request(args, pipeline_yaml: str, values: dict, dry_run: bool) -> tuple[dict, object]:
@@ -121,19 +185,23 @@ def send_kfp(request: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m pipelines.submit", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   add_target_arguments(p)
   p.add_argument("--project", help="Google Cloud project (Vertex targets; also names the image registry)")
-  p.add_argument("--region", default="us-central1")
+  p.add_argument("--region", default="us-central1", help="Vertex AI region, and the image registry's "
+                 "(default us-central1)")
   p.add_argument("--pipeline-root", required=True, help="gs:// (Vertex) or the KFP artifact root")
   p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                  help="a pipeline parameter (repeatable); lists as JSON")
-  p.add_argument("--schedule", help="cron expression (e.g. '0 3 * * 1'): create a schedule instead of one run")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a finetune config override, e.g. --set lora.rank=8 (repeatable; the finetune_overrides "
+                 "parameter)")
+  p.add_argument("--schedule", help="cron expression, 5 fields MINUTE HOUR DAY MONTH WEEKDAY (e.g. '0 3 * * 1': "
+                 "Mondays 03:00): create a schedule instead of one run")
   p.add_argument("--service-account", default="", help="the identity the run uses (infra/ creates one)")
-  p.add_argument("--display-name", default=PIPELINE_NAME)
+  p.add_argument("--display-name", help="name of the run or schedule (default: the pipeline's name)")
   p.add_argument("--kfp-host", help="KFP API endpoint (KFP targets)")
-  p.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment")
+  p.add_argument("--experiment", help="KFP experiment (default: the pipeline's name)")
   p.add_argument("--no-caching", dest="caching", action="store_const", const=False, default=None,
                  help="run every step afresh (default: each step's compiled setting; see docs/PIPELINES.md)")
   p.add_argument("--dry-run", action="store_true", help="print the request and exit without sending it")
@@ -148,23 +216,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.error("--pipeline-root must be a gs:// URI for Vertex AI")
   if target.platform == "kfp" and not (args.kfp_host or args.dry_run):
     p.error(f"--kfp-host is required for {args.target}")
+  if args.schedule:
+    try:
+      checks.cron("--schedule", args.schedule)
+    except ValueError as e:
+      p.error(str(e))
+  args.registry = registry_for(args.image_registry, args.project, args.region)
+  if (warning := placeholder_image_warning(target, args.registry)) and not args.dry_run:
+    p.error(warning)
+  elif warning:
+    print(f"{PROG}: warning: {warning}", file=sys.stderr)
   return args
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  target = get_target(args.target)
-  registry = registry_for(args.image_registry, args.project, args.region)
+  from components.finetune.config import ConfigError
+  from pipelines.dag import PIPELINE_NAME
+
+  args.display_name = args.display_name or PIPELINE_NAME
+  args.experiment = args.experiment or PIPELINE_NAME
+  target, registry = get_target(args.target), args.registry
+  try:
+    check_finetune(args.param, args.set)
+  except (ValueError, ConfigError) as e:
+    return cli.report(PROG, str(e))
   with tempfile.TemporaryDirectory() as tmp:
     pipeline_yaml = compile_pipeline(args.target, args.keep_yaml or os.path.join(tmp, "pipeline.yaml"), registry)
-    values = parameter_values(pipeline_yaml, args.param)
+    try:
+      values = parameter_values(pipeline_yaml, args.param)
+    except ValueError as e:
+      return cli.report(PROG, str(e))
+    if args.set:
+      values["finetune_overrides"] = list(args.set)
     if target.platform == "vertex":
       request, job = vertex_request(args, pipeline_yaml, values, args.dry_run)
     else:
       request, job = kfp_request(args, pipeline_yaml, values), None
-    if args.dry_run:
-      print(json.dumps({"target": args.target, "images": images.image_uri(target.image_flavor, registry),
-                        "request": request}, indent=2, sort_keys=True, default=str))
+    if args.dry_run:  # what a user checks first; the compiled spec last
+      print(json.dumps({**summary(args, target, registry, values), "request": spec_last(request)}, indent=2,
+                       default=str))
       return 0
     if job is None:
       print(f"submitted {send_kfp(request)} to {args.kfp_host}")

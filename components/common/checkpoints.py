@@ -7,6 +7,8 @@
 Accepted, local or any fsspec URL (gs:// through gcsfs), checked in this order:
 - an `.npz` file: `model.json` and `tokenizer.model` are looked up in its directory; without a model.json
   there, `read_model_json` infers the configuration from the file's array shapes;
+- a transformers directory (`export --format hf`): `config.json` of `model_type` "paligemma" beside its
+  safetensors files, with `tokenizer.model` (which that export writes);
 - a finetune workdir: a directory with `checkpoints/` or `config.json` (docs/ARCHITECTURE.md "A workdir");
 - a model directory: a directory with `model.json`, whose `checkpoint` key names the `.npz` inside it
   (docs/ARCHITECTURE.md "A model directory").
@@ -28,8 +30,8 @@ TOKENIZER = "tokenizer.model"
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
-  kind: str  # "workdir" or "npz"
-  path: str  # the workdir, or the .npz file
+  kind: str  # "workdir", "npz" or "hf"
+  path: str  # the workdir, the .npz file, or the transformers directory
   directory: str  # holds model.json (and tokenizer.model unless one was given)
   tokenizer: str  # the tokenizer given, else tokenizer.model in `directory`
 
@@ -54,6 +56,10 @@ def resolve_checkpoint(path: str, tokenizer: str | None = None) -> Checkpoint:
   if path.endswith(".npz"):
     return Checkpoint("npz", path, parent(path), tokenizer or join(parent(path), TOKENIZER))
   fs, fs_path = fsspec.core.url_to_fs(path)
+  if not fs.isdir(join(fs_path, "checkpoints")) and fs.isfile(join(fs_path, "config.json")):
+    with fs.open(join(fs_path, "config.json"), "rb") as f:
+      if json.load(f).get("model_type") == "paligemma":
+        return Checkpoint("hf", path, path, tokenizer or join(path, TOKENIZER))
   if fs.isdir(join(fs_path, "checkpoints")) or fs.isfile(join(fs_path, "config.json")):
     return Checkpoint("workdir", path, path, tokenizer or join(path, TOKENIZER))
   if fs.isfile(join(fs_path, MODEL_JSON)):
@@ -75,6 +81,10 @@ def read_model_json(checkpoint: Checkpoint) -> dict:
   if fs.isfile(fs_path):
     with fs.open(fs_path, "rb") as f:
       return json.load(f)
+  if checkpoint.kind == "hf":
+    from components.paligemma import read_hf_config  # imported here: only transformers directories need it
+
+    return {**read_hf_config(checkpoint.path), "name": _exported_name(checkpoint.directory)}
   if checkpoint.kind != "npz":
     raise FileNotFoundError(f"{checkpoint.model_json} not found: a finetune workdir writes its model.json at start")
   return infer_model_json(checkpoint.path)
@@ -87,3 +97,35 @@ def infer_model_json(npz: str) -> dict:
   inferred = checkpoint_lib.infer_config(npz)
   log.info("no %s beside %s: its array shapes say it is %s", MODEL_JSON, npz, inferred.name)
   return {**inferred.model_cfg, "name": inferred.name, "checkpoint": npz.rstrip("/").rsplit("/", 1)[-1]}
+
+
+def find_vqvae(checkpoint: Checkpoint, meta: dict) -> str | None:
+  """The mask codec (.npz) that goes with a checkpoint, or None: its model.json's `vqvae` (a file name in its
+  directory, as download writes it, or a URL / absolute path); for a finetune workdir without one, the codec
+  of the base checkpoint it was tuned from (model.json `base_checkpoint`, an .npz whose directory's model.json
+  names it)."""
+  if meta.get("vqvae"):
+    return _beside(checkpoint.directory, meta["vqvae"])
+  base = meta.get("base_checkpoint")
+  if checkpoint.kind != "workdir" or not base:
+    return None
+  base_json = join(parent(base), MODEL_JSON)
+  fs, fs_path = fsspec.core.url_to_fs(base_json)
+  if not fs.isfile(fs_path):
+    return None
+  with fs.open(fs_path, "rb") as f:
+    name = json.load(f).get("vqvae")
+  return _beside(parent(base), name) if name else None
+
+
+def _beside(directory: str, name: str) -> str:
+  return name if "://" in name or name.startswith("/") else join(directory, name)
+
+
+def _exported_name(directory: str) -> str:
+  """The model name an export recorded (manifest.json: source model), else "paligemma"."""
+  fs, fs_path = fsspec.core.url_to_fs(join(directory, "manifest.json"))
+  if not fs.isfile(fs_path):
+    return "paligemma"
+  with fs.open(fs_path, "rb") as f:
+    return json.load(f).get("name") or "paligemma"

@@ -1,6 +1,6 @@
 """Optional dependencies: what only some users need comes with a pip extra (pyproject.toml), imported where used.
 
-    transformers = require("transformers", extra="hf", needed_by="export --format hf")
+    transformers = require("transformers", extra="hf", needed_by="export --export-format hf")
 
 A missing one raises MissingExtra, whose message is one line naming the extra to install.
 """

@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 
+from components.common import cli
 from components.common.errors import storage_error
 from components.common.extras import MissingExtra
 from components.convert.core import TASKS, ConversionError, ConvertConfig, convert, parse_splits
@@ -14,16 +15,18 @@ from components.convert.storage import OutputBusyError
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = cli.ArgumentParser(
       prog="python -m components.convert",
-      description="Turn labelled images (Roboflow/big_vision JSONL, COCO, YOLO, VOC, Hugging Face, CSV) into a "
+      description="Turn labelled images (Roboflow/big_vision JSONL, COCO, YOLO, VOC, Hugging Face, CSV, mask PNGs) into a "
                   "PaliGemma dataset directory: {train,valid,test}.jsonl, images/, records/, report.json.")
   p.add_argument("--input", required=True, help="dataset folder or file, gs://..., or (hf) a hub dataset name")
-  p.add_argument("--format", required=True, choices=FORMATS)
-  p.add_argument("--task", required=True, choices=TASKS)
+  p.add_argument("--format", required=True, choices=FORMATS, help="how the labels are stored")
+  p.add_argument("--task", required=True, choices=TASKS, help="what the model learns to answer")
   p.add_argument("--output", required=True, help="output folder (local or gs://); re-running replaces it")
-  p.add_argument("--classes", nargs="+", help="detection classes in prompt order (space- or comma-separated); "
-                                              "boxes of other classes are dropped. Default: the dataset's classes")
+  p.add_argument("--classes", nargs="+", help="detect/segment classes in prompt order (space- or comma-separated); "
+                                              "boxes or masks of other classes are dropped. Default: the dataset's")
+  p.add_argument("--vqvae", help="segment: the mask codec writing the <seg> tokens, a VQ-VAE .npz (vae-oid.npz) or a "
+                                 "model directory downloaded with --vqvae (its model.json names the codec)")
   p.add_argument("--splits", default="train=0.8,valid=0.1,test=0.1",
                  help="fractions for sources without splits (splits in the source are kept)")
   p.add_argument("--seed", type=int, default=0, help="seed of the split hash (changing it re-deals the splits)")
@@ -33,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="refuse images with more pixels (decompression bombs); default Pillow's %(default)s")
   p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most this")
   p.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="encoding of the written images")
-  p.add_argument("--examples-per-shard", type=int, default=1000)
+  p.add_argument("--examples-per-shard", type=int, default=1000, help="examples per records/ shard file")
   p.add_argument("--tokenizer", help="tokenizer.model: adds token-length percentiles to report.json")
   p.add_argument("--text-len", type=int, default=128, help="text length the lengths are compared with")
   p.add_argument("--bbox-format", choices=("xywh", "xyxy"), default="xywh", help="hf: box layout of 'objects'")
@@ -48,22 +51,21 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
       splits=parse_splits(args.splits), seed=args.seed, strict=args.strict, workers=args.workers,
       max_pixels=args.max_pixels, max_side=args.max_side, image_format=args.image_format,
       examples_per_shard=args.examples_per_shard, tokenizer=args.tokenizer, text_len=args.text_len,
-      bbox_format=args.bbox_format, progress=not args.no_progress)
+      bbox_format=args.bbox_format, progress=not args.no_progress, vqvae=args.vqvae)
 
 
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
   try:
     report = convert(config_from_args(args))
   except (ConversionError, OutputBusyError, ValueError, FileNotFoundError, MissingExtra) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return cli.report(parser, str(e))
   except OSError as e:
     if (message := storage_error(e, args.output)) is None:
       raise
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+    return cli.report(parser, message)
   for issue in report["rejected"][:20]:
     logging.warning("rejected %s, row %s: %s", issue["file"], issue["row"], issue["reason"])
   if len(report["rejected"]) > 20:

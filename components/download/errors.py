@@ -1,5 +1,7 @@
 """The download step's errors: each message says what went wrong and what to do."""
 
+RETRIES = 3  # attempts per file on checksum or transient errors (the CLI's --retries default)
+
 
 class DownloadError(RuntimeError):
   """A download that cannot succeed as asked (access refused, not found, bad input)."""

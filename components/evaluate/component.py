@@ -16,11 +16,12 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
                     metrics: Output[Metrics], report: Output[HTML], split: str = "valid", sampler: str = "greedy",
                     max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
                     baseline: Input[Artifact] = None, which: str = "latest", prompt_len: int = 0, seed: int = 0,
-                    run_id: str = ""):
+                    run_id: str = "", vqvae: str = ""):
   """Decodes a split with the model (a model directory, a finetune workdir or an .npz), scores it by task, and
   publishes metrics.json as KFP Metrics and report.html as an HTML artifact (base vs tuned with a baseline).
   `which` (latest, best or a step) picks a workdir's checkpoint; `prompt_len` 0 = the split's longest prompt;
-  `seed` seeds nucleus/temperature sampling; `run_id` is shown in the report's header."""
+  `seed` seeds nucleus/temperature sampling; `run_id` is shown in the report's header; `vqvae` (task segment)
+  overrides the mask codec the model's model.json names."""
   import os
   import shutil
 
@@ -32,7 +33,8 @@ def _evaluate_model(model: Input[Model], dataset: Input[Dataset], task: str, eva
                                        location(evaluation, **local), split=split, sampler=sampler,
                                        max_decode_len=max_decode_len, limit=limit, batch_size=batch_size,
                                        baseline_dir=location(baseline, **local) if baseline else "",
-                                       which=which, prompt_len=prompt_len, seed=seed, run_id=run_id))
+                                       which=which, prompt_len=prompt_len, seed=seed, run_id=run_id,
+                                       vqvae=vqvae))
   for name, value in values.items():
     metrics.log_metric(name, value)
   evaluation.metadata.update({"task": task, "split": split, **{k: v for k, v in values.items() if "/" not in k}})

@@ -4,7 +4,9 @@ Sections: a header saying what was evaluated (model, checkpoint, run id, dataset
 metrics (base and tuned side by side when a baseline is given), the per-class table for detection, and a
 gallery of examples, worst first, each with the image, ground-truth boxes (green) and predicted boxes
 (magenta, dashed when unmatched at IoU 0.5) drawn as an SVG overlay in normalised coordinates, and the
-prompt, references and answers underneath. The page uses the window's whole width: the gallery is a grid
+prompt, references and answers underneath. For segmentation the masks are drawn too, semi-transparent in
+the same colours (one PNG layer per side, at the thumbnail's resolution, stretched over the image). The
+page uses the window's whole width: the gallery is a grid
 of as many columns as fit.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import logging
 import os
 
+import numpy as np
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -22,9 +25,12 @@ GT_COLOUR = "#00e000"
 PRED_COLOUR = "#ff00ff"
 # Which way is up, for colouring the base-vs-tuned change; counts not listed are shown uncoloured.
 HIGHER_IS_BETTER = frozenset(("map", "map50", "map75", "precision", "recall", "f1", "cider", "bleu4", "accuracy",
-                              "exact_match", "anls"))
-LOWER_IS_BETTER = frozenset(("cer", "malformed_segments", "unknown_class_boxes", "empty_predictions"))
+                              "exact_match", "anls", "miou", "box_acc50", "box_acc75", "mask_map", "mask_map50",
+                              "seg_token_acc"))
+LOWER_IS_BETTER = frozenset(("cer", "malformed_segments", "unknown_class_boxes", "empty_predictions",
+                             "invalid_predictions", "unknown_class_objects"))
 THUMBNAIL_SIDE = 384  # px: enough to judge boxes, small enough that a 100-image page stays a few MB
+MASK_ALPHA = 110  # of 255: the image stays readable under both sides' masks
 
 HEADER_BACKGROUND = "#e8eef6"
 HEADER_FIELDS = ("model", "checkpoint", "run_id", "dataset", "split", "date")  # render_report's `header` keys
@@ -116,9 +122,35 @@ def _class_table(per_class: dict, base_per_class: dict | None) -> str:
   return f"<h2>Per class</h2><table id='per-class'>{head}{''.join(rows)}</table>"
 
 
+def _mask_layer(rles: list[dict], colour: str) -> str | None:
+  """The union of COCO RLE masks as a PNG data URI: `colour` at MASK_ALPHA where a mask is, clear elsewhere;
+  at most THUMBNAIL_SIDE pixels a side (nearest neighbour, so edges stay crisp)."""
+  if not rles:
+    return None
+  from pycocotools import mask as mask_utils
+
+  union = None
+  for r in rles:
+    counts = r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"]
+    m = mask_utils.decode({"size": list(r["size"]), "counts": counts}).astype(bool)
+    union = m if union is None else union | m
+  alpha = Image.fromarray(union.astype(np.uint8) * np.uint8(MASK_ALPHA))
+  alpha.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.NEAREST)
+  layer = Image.new("RGBA", alpha.size, colour)
+  layer.putalpha(alpha)
+  buf = io.BytesIO()
+  layer.save(buf, format="PNG", optimize=True)
+  return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _overlay(record: dict) -> str:
-  """SVG rectangles in the unit square (stretched over the image) and HTML tags for the labels."""
+  """SVG mask layers and rectangles in the unit square (stretched over the image) and HTML tags for the labels."""
   shapes, tags = [], []
+  for kind, colour in (("gt", GT_COLOUR), ("pred", PRED_COLOUR)):
+    uri = _mask_layer(record.get(f"{kind}_masks") or [], colour)
+    if uri:
+      shapes.append(f"<image class='{kind}-mask' href='{uri}' x='0' y='0' width='1' height='1' "
+                    "preserveAspectRatio='none'/>")
   for kind, colour, rows in (("gt", GT_COLOUR, record.get("gt_boxes") or []),
                              ("pred", PRED_COLOUR, record.get("pred_boxes") or [])):
     for row in rows:

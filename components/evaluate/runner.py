@@ -26,12 +26,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from components import paligemma
 from components.common import datasets, sharding
 from components.common.checkpoints import read_model_json, resolve_checkpoint
-from components.evaluate import jsonl, outputs
+from components.evaluate import jsonl, masks, outputs
 
 log = logging.getLogger(__name__)
 # Tokens to generate when --max-decode-len is not given: room for the longest reference of the split
 # plus a margin, but at least this much (a detection answer is ~7 tokens per object).
-MIN_DECODE_LEN = {"detect": 128, "caption": 64, "vqa": 32, "ocr": 128}
+# A segmentation object is 20 location/mask tokens and a label.
+MIN_DECODE_LEN = {"detect": 128, "caption": 64, "vqa": 32, "ocr": 128, "segment": 128}
 DECODE_MARGIN = 16
 # Parameters are replicated (no gathers per generated token) unless they would take more than this
 # share of one device's memory; then each leaf is split over the devices by big_vision's FSDP rule.
@@ -55,6 +56,7 @@ class RunArgs:
   baseline: str | None = None
   tokenizer: str | None = None  # None: tokenizer.model beside the checkpoint
   run_id: str | None = None  # for the report header
+  vqvae: str | None = None  # segment: the mask codec (.npz or a model directory); None: the checkpoint's
 
   @classmethod
   def from_namespace(cls, ns) -> "RunArgs":
@@ -82,6 +84,8 @@ def load_checkpoint(path: str, which: str = "latest", tokenizer: str | None = No
     from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
 
     params, model_cfg = load_trained_params(resolved.path, which=which)
+  elif resolved.kind == "hf":  # a transformers directory (`export --format hf`), e.g. a champion re-scored
+    params, model_cfg = paligemma.from_hf(resolved.path)
   else:
     model_cfg = _model_cfg(meta)
     params = paligemma.load(resolved.path, model_cfg)
@@ -227,6 +231,8 @@ def run(args: RunArgs, devices=None) -> dict:
 def _run(args: RunArgs, devices) -> dict:
   paligemma.parse_sampler(args.sampler)  # a typo fails now, not after the checkpoint has loaded
   rows, references = read_split(args.data, args.split, args.limit)
+  # The codec before the weights: a missing one fails in a second, not after minutes.
+  vqvae = masks.load_codec(args.vqvae, args.checkpoint) if args.task == "segment" else None
   params, model_cfg, tokenizer, model_json = load_checkpoint(args.checkpoint, args.which, args.tokenizer)
   model = paligemma.Model(**model_cfg)
   prompt_len = args.prompt_len or max(len(tokenizer.encode(r["prefix"])) + 2 for r in rows)  # + bos, "\n"
@@ -253,6 +259,7 @@ def _run(args: RunArgs, devices) -> dict:
             "split": args.split}
   metrics = outputs.write_evaluation(args.output, args.task, predictions, references, image_root=args.data,
                                      baseline_dir=args.baseline, extra={"num_skipped": len(skipped), "skipped_examples": skipped},
-                                     predictions_name=os.path.join(args.output, outputs.PREDICTIONS), header=header)
+                                     predictions_name=os.path.join(args.output, outputs.PREDICTIONS), header=header,
+                                     vqvae=vqvae, references_name=os.path.join(args.data, f"{args.split}.jsonl"))
   log.info("%s: %s", args.task, outputs.summary_line(metrics))
   return metrics

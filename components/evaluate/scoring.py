@@ -1,10 +1,12 @@
 """Matching predictions to references and scoring them by task: the core of `evaluate score`.
 
 References are rows `image`, `prefix`, `suffix` (a dataset's jsonl); several rows with the same
-(image, prefix) are several reference answers (several captions; VQA's human answers; for detection,
-their objects together); a row may also carry an `answers` list. Predictions are rows `image`,
-`prefix`, `prediction`, optionally `tokens` (each generated token's text) and `token_logprobs`; for
-detection, instead of loc text, `boxes` (what `coco_results.read` makes of another detector's output).
+(image, prefix) are several reference answers (several captions; VQA's human answers; for detection and
+segmentation, their objects together); a row may also carry an `answers` list, and for segmentation
+`masks` (its objects' full-resolution masks as COCO RLE, see masks.py) and `height`/`width`.
+Predictions are rows `image`, `prefix`, `prediction`, optionally `tokens` (each generated token's text)
+and `token_logprobs`; for detection, instead of loc text, `boxes` (what `coco_results.read` makes of
+another detector's output).
 Images are matched by their stable key (`keys.py`: `source_image`, then `image`, then the end of the path).
 A reference without a prediction is scored as an empty answer, a prediction without a reference is
 left out; both are counted and logged.
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Sequence
 
 from components.evaluate import boxes as boxes_lib
 from components.evaluate import detection, jsonl, keys, text, vqa
 
 log = logging.getLogger(__name__)
-TASKS = ("detect", "caption", "vqa", "ocr")
+TASKS = ("detect", "caption", "vqa", "ocr", "segment")
 MAX_LOGGED, MAX_LISTED = 20, 500  # unreadable detection segments: logged / kept in metrics.json
 
 
@@ -30,11 +33,16 @@ def match(predictions: Sequence[dict], references: Sequence[dict], *, prediction
   for row in references:
     key = (keys.image_key(row), keys.prefix_key(str(row["prefix"])))
     ref = refs.setdefault(key, {"image": str(row["image"]), "key": key[0], "prefix": str(row["prefix"]),
-                                "references": [], "objects": []})
+                                "references": [], "objects": [], "masks": [], "size": None,
+                                "reference_line": row.get("_line", "?")})
     answers = row.get("answers")
     ref["references"].extend(str(a) for a in (answers if isinstance(answers, list) else [row["suffix"]]))
     objects = exact_objects(row)
     ref["objects"] = None if objects is None or ref["objects"] is None else ref["objects"] + objects
+    masks = row.get("masks")  # segmentation's full-resolution ground truth (masks.py)
+    ref["masks"] = None if not isinstance(masks, list) or ref["masks"] is None else ref["masks"] + masks
+    if ref["size"] is None and row.get("width") and row.get("height"):
+      ref["size"] = (int(row["height"]), int(row["width"]))
   index = keys.ImageIndex(references)
   preds: dict[tuple[str, str], dict] = {}
   for row in predictions:
@@ -110,6 +118,12 @@ def _score_detect(examples: list[dict]) -> tuple[dict, list[dict]]:
     if box_mode and ex["boxes"] is None:
       ex["boxes"] = []  # no prediction for this image: nothing detected
   metrics, records = detection.score_detection(examples)
+  metrics["malformed"] = _list_malformed(records)
+  return metrics, records
+
+
+def _list_malformed(records: list[dict]) -> list[dict]:
+  """The unreadable segments of the predictions (records' `malformed`), logged; the first MAX_LISTED kept."""
   malformed = [{"line": r["line"], "image": r["image"], "prefix": r["prefix"], **m}
                for r in records for m in r["malformed"]]
   for m in malformed[:MAX_LOGGED]:
@@ -118,7 +132,16 @@ def _score_detect(examples: list[dict]) -> tuple[dict, list[dict]]:
   if len(malformed) > MAX_LOGGED:
     log.warning("... and %d more unreadable segments (the first %d are listed in metrics.json)",
                 len(malformed) - MAX_LOGGED, MAX_LISTED)
-  metrics["malformed"] = malformed[:MAX_LISTED]
+  return malformed[:MAX_LISTED]
+
+
+def _score_segment(examples: list[dict], vqvae, image_root: str | None, references_name: str
+                   ) -> tuple[dict, list[dict]]:
+  if vqvae is None:
+    raise ValueError("scoring --task segment needs the mask codec (vqvae) to decode the <seg> tokens")
+  from components.evaluate import masks  # the codec runs on jax: imported only when segmenting
+  metrics, records = masks.score_segment(examples, vqvae, image_root, references_name)
+  metrics["malformed"] = _list_malformed(records)
   return metrics, records
 
 
@@ -155,25 +178,31 @@ def _score_answers(examples: list[dict], task: str) -> tuple[dict, list[dict]]:
 
 
 def score(task: str, predictions: Sequence[dict], references: Sequence[dict], *,
-          predictions_name: str = "predictions") -> tuple[dict, list[dict]]:
-  """(metrics, per-example records with a `score` each, for the report) for one task."""
+          predictions_name: str = "predictions", vqvae=None, image_root: str | None = None,
+          references_name: str = "references") -> tuple[dict, list[dict]]:
+  """(metrics, per-example records with a `score` each, for the report) for one task. `segment` needs
+  `vqvae` (the mask codec) and, for references without `height`/`width`, `image_root` (their images)."""
   if task not in TASKS:
     raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
   examples, counts = match(predictions, references, predictions_name=predictions_name)
   if task == "detect":
     metrics, records = _score_detect(examples)
+  elif task == "segment":
+    metrics, records = _score_segment(examples, vqvae, image_root, references_name)
   elif task == "caption":
     metrics, records = _score_caption(examples)
   else:
     metrics, records = _score_answers(examples, task)
-  for record in records:  # only detection reads these
-    record.pop("objects", None)
-    record.pop("gt", None)
-    record.pop("boxes", None)
+  for record in records:  # only detection and segmentation read these
+    for key in ("objects", "gt", "boxes", "masks", "size", "reference_line"):
+      record.pop(key, None)
   return {"task": task, **metrics, **counts}, records
 
 
-def score_files(task: str, predictions_path: str, references_path: str) -> tuple[dict, list[dict]]:
+def score_files(task: str, predictions_path: str, references_path: str, *, vqvae=None,
+                image_root: str | None = None) -> tuple[dict, list[dict]]:
   predictions = jsonl.read_jsonl(predictions_path, required=("image", "prefix", "prediction"))
   references = jsonl.read_jsonl(references_path, required=("image", "prefix", "suffix"))
-  return score(task, predictions, references, predictions_name=predictions_path)
+  return score(task, predictions, references, predictions_name=predictions_path, vqvae=vqvae,
+               image_root=image_root or os.path.dirname(os.path.abspath(references_path)),
+               references_name=references_path)

@@ -7,7 +7,7 @@ imports a reduced `kfp.dsl` without `component`, so the component body must not 
 def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, split: str = "valid",
                  sampler: str = "greedy", max_decode_len: int = 0, limit: int = 0, batch_size: int = 8,
                  baseline_dir: str = "", which: str = "latest", prompt_len: int = 0, seed: int = 0,
-                 run_id: str = "") -> dict:
+                 run_id: str = "", vqvae: str = "") -> dict:
   """`evaluate run` with KFP-friendly scalar arguments (0 / "" = default); returns the metrics."""
   from components.evaluate import runner
 
@@ -15,7 +15,7 @@ def run_evaluate(checkpoint: str, data_dir: str, task: str, output_dir: str, spl
       checkpoint=checkpoint, data=data_dir, task=task, output=output_dir, split=split, sampler=sampler or "greedy",
       max_decode_len=max_decode_len or None, limit=limit or None, batch_size=batch_size,
       baseline=baseline_dir or None, which=which or "latest", prompt_len=prompt_len or None, seed=seed,
-      run_id=run_id or None))
+      run_id=run_id or None, vqvae=vqvae or None))
 
 
 def scalar_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -1,13 +1,14 @@
-"""python -m components.export --checkpoint CKPT --format {npz,hf} --output URI [--dtype ...] [--register]"""
+"""python -m components.export --checkpoint CKPT --export-format {npz,hf} --output URI [--dtype ...] [--register]"""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
+from components.common import cli
 from components.common.errors import storage_error
 from components.common.extras import MissingExtra
-from components.export.core import DTYPES, FORMATS, ExportConfig, export
+from components.export.formats import DTYPE_NAMES, FORMATS
 from components.export.registry import parse_labels
 
 
@@ -19,27 +20,29 @@ def _labels_arg(text: str) -> dict:
 
 
 EPILOG = """examples:
-  python -m components.export --checkpoint runs/7 --which best --format hf --dtype bfloat16 --output gs://b/models/7
-  python -m components.export --checkpoint models/pg2/paligemma2-3b-pt-224.b16.npz --format npz --output out/
-  python -m components.export --checkpoint runs/7 --format hf --output gs://b/models/7 --register --dry-run
+  python -m components.export --checkpoint runs/7 --which best --export-format hf --dtype bfloat16 \\
+      --output gs://b/models/7
+  python -m components.export --checkpoint models/pg2/paligemma2-3b-pt-224.b16.npz --export-format npz --output out/
+  python -m components.export --checkpoint runs/7 --export-format hf --output gs://b/models/7 --register --dry-run
 
 Credentials (gs://, Vertex AI) come from application-default credentials, never from flags."""
 
 
-def parse_args(argv: list[str] | None = None) -> ExportConfig:
-  p = argparse.ArgumentParser(prog="python -m components.export", epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Export a fine-tuned PaliGemma (finetune workdir, model directory or .npz) as a big_vision "
-                                          ".npz or a transformers checkpoint, atomically, with manifest.json.")
+def build_parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m components.export", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Export a fine-tuned PaliGemma (finetune workdir, model directory or .npz) as a "
+                                     "big_vision .npz or a transformers checkpoint, atomically, with manifest.json.")
   p.add_argument("--checkpoint", required=True, help="finetune workdir, model directory (model.json naming "
                  "its .npz), or an .npz (its model.json beside it, else its configuration is inferred from its "
                  "array shapes); local or gs://")
-  p.add_argument("--format", required=True, choices=FORMATS, help="npz: big_vision layout; hf: transformers "
+  p.add_argument("--export-format", dest="format", required=True, choices=FORMATS, deprecated=("--format",),
+                 help="the model's format: npz: big_vision layout; hf: transformers "
                  "PaliGemmaForConditionalGeneration + PaliGemmaProcessor files")
   p.add_argument("--output", required=True, help="output directory, local or gs:// (replaced atomically)")
   p.add_argument("--tokenizer", default=None, help="tokenizer.model to ship (default: the one beside the "
                  "checkpoint)")
-  p.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="cast the weights (default: keep the source's)")
+  p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="cast the weights (default: keep the source's)")
   p.add_argument("--which", default="latest", help="workdir checkpoint: latest, best or a step (default latest)")
   p.add_argument("--metrics", default=None, help="an evaluation's metrics.json to record in the manifest")
   g = p.add_argument_group("Vertex AI Model Registry")
@@ -52,7 +55,14 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
   g.add_argument("--labels", type=_labels_arg, default={}, help="extra labels, KEY=VALUE,KEY=VALUE")
   g.add_argument("--project", default=None, help="Google Cloud project (default $GOOGLE_CLOUD_PROJECT)")
   g.add_argument("--location", default=None, help="Vertex AI region (default $GOOGLE_CLOUD_REGION or us-central1)")
-  a = p.parse_args(argv)
+  return p
+
+
+def parse_args(argv: list[str] | None = None):
+  """The command line as a core.ExportConfig (the core is imported after parsing: --help stays fast)."""
+  a = build_parser().parse_args(argv)
+  from components.export.core import ExportConfig
+
   return ExportConfig(checkpoint=a.checkpoint, format=a.format, output=a.output, dtype=a.dtype, which=a.which,
                       tokenizer=a.tokenizer, metrics=a.metrics, register=a.register, dry_run=a.dry_run,
                       display_name=a.display_name, serving_container=a.serving_container, labels=a.labels,
@@ -62,11 +72,12 @@ def parse_args(argv: list[str] | None = None) -> ExportConfig:
 def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   cfg = parse_args(argv)
+  from components.export.core import export
+
   try:
     export(cfg)
-  except (FileNotFoundError, ValueError, MissingExtra) as e:
-    print(f"export failed: {e}", file=sys.stderr)
-    return 1
+  except (FileNotFoundError, ValueError, MissingExtra) as e:  # what the user gave: one line, exit 2
+    return cli.report("python -m components.export", str(e))
   except Exception as e:
     if (message := storage_error(e, cfg.output)) is None:
       raise

@@ -33,12 +33,13 @@ from components.common.atomic import write_json_atomic
 from components.common.checkpoints import join, read_model_json, resolve_checkpoint
 from components.common.extras import require
 from components.export import processor, publish, registry
+from components.export.formats import DTYPE_NAMES, FORMATS
 from components.paligemma import configs
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("npz", "hf")
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16)}
+assert tuple(DTYPES) == DTYPE_NAMES
 NPZ_NAME = "model.npz"
 
 
@@ -148,6 +149,9 @@ def _load_source(checkpoint: str, which: str, tokenizer: str | None = None) -> _
     info = {"checkpoint": resolved.path, "kind": "npz",
             "sha256": upstream.get("files", {}).get(resolved.path.rsplit("/", 1)[-1], {}).get("sha256")}
     return _Source(params, model_cfg, resolved.tokenizer, name, info, None)
+  if resolved.kind == "hf":  # an earlier `--format hf` export
+    params, model_cfg = paligemma.from_hf(resolved.path)
+    return _Source(params, model_cfg, resolved.tokenizer, name, {"checkpoint": resolved.path, "kind": "hf"}, None)
 
   from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
 
@@ -222,7 +226,7 @@ def _manifest(cfg: ExportConfig, source: _Source, evaluation: dict | None, stagi
   files = {str(p.relative_to(staging)): {"size": p.stat().st_size, "sha256": _sha256(p)}
            for p in sorted(staging.rglob("*")) if p.is_file() and p.name != publish.MANIFEST}
   return {
-      "format": cfg.format, "dtype": cfg.dtype or "source",
+      "format": cfg.format, "dtype": cfg.dtype or "source", "name": source.name,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "package": {"name": "paligemma-pipelines", "version": _version()},
       "source": source.info, "model_cfg": source.model_cfg,

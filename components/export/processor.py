@@ -17,7 +17,7 @@ import shutil
 from components.common.extras import require
 
 
-NEEDED_BY = "export --format hf (the tokenizer and processor files; torch is not needed)"
+NEEDED_BY = "export --export-format hf (the tokenizer and processor files; torch is not needed)"
 
 
 def write_processor(tokenizer_model: str | pathlib.Path, out_dir: str | pathlib.Path, *, image_size: int,

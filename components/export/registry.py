@@ -6,9 +6,12 @@ credentials) inside the client library and are never part of the request, the lo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from typing import Mapping
+
+log = logging.getLogger(__name__)
 
 # Vertex AI's prebuilt Hugging Face PyTorch inference container; it serves the transformers directory at
 # the model's artifact URI. Pin your own with --serving-container.
@@ -56,6 +59,9 @@ def upload_request(*, artifact_uri: str, export_format: str, display_name: str, 
 def register(request: dict, *, dry_run: bool) -> str:
   """Prints the request (dry run) or uploads it; returns what was printed or the new model's resource name."""
   if dry_run:
+    if request["project"] is None:
+      log.warning("the request names no project (\"project\": null): give --project or set GOOGLE_CLOUD_PROJECT; "
+                  "otherwise the upload goes to the default project of your credentials")
     text = json.dumps({"method": "google.cloud.aiplatform.Model.upload", "kwargs": request}, indent=2,
                       sort_keys=True)
     print(text, flush=True)

@@ -107,13 +107,21 @@ def local_batch_size(batch_size: int, process_count: int) -> int:
   return batch_size // process_count
 
 
+class TooFewExamples(ValueError):
+  """A training split smaller than one batch; callers name the batch size's source (task.too_few_examples)."""
+
+  def __init__(self, data_dir: str, split: str, count: int, batch_size: int):
+    super().__init__(f"split {split!r} of {data_dir} has {count} examples, fewer than one batch ({batch_size}); "
+                     "lower the batch size")
+    self.data_dir, self.split, self.count, self.batch_size = data_dir, split, count, batch_size
+
+
 def train_iterator(data_dir: str, split: str, preprocess: Preprocess, *, batch_size: int, seed: int,
                    threads: int = 8, process_index: int = 0, process_count: int = 1):
   """Endless iterator of this host's share of each global batch; has get_state()/set_state()."""
   source = grain.sources.ArrayRecordDataSource(records.list_shards(data_dir, split))
   if len(source) < batch_size:
-    raise ValueError(f"split {split!r} of {data_dir} has {len(source)} examples, fewer than one batch "
-                     f"({batch_size}); lower config.batch_size")
+    raise TooFewExamples(data_dir, split, len(source), batch_size)
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   ds = ds[process_index::process_count].map(preprocess)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * batch_size))

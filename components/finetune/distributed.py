@@ -1,7 +1,7 @@
 """Starting `jax.distributed` when a run spans several processes (hosts).
 
 Sources, first match wins:
-  1. explicit arguments (the CLI's --coordinator_address/--num_processes/--process_id; tests), or the
+  1. explicit arguments (the CLI's --coordinator-address/--num-processes/--process-id; tests), or the
      environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID;
   2. Vertex AI custom jobs: CLUSTER_SPEC = {"cluster": {"workerpool0": ["host:port"], ...},
      "task": {"type": "workerpool0", "index": 0}} (the chief of workerpool0 coordinates, on the port

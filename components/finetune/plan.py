@@ -152,20 +152,24 @@ def largest_batch(config, devices, hbm, batch: int, mem: dict | None, step: int)
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m components.finetune.plan", description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  from components.common import cli
+
+  parser = cli.ArgumentParser(prog="python -m components.finetune.plan", description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--model", required=True, help="model name, e.g. paligemma2-3b-pt-224")
   parser.add_argument("--trainable", default="full", help="attention | llm | full | freeze-img | regexes")
   parser.add_argument("--batch", type=int, required=True, help="global batch size")
-  parser.add_argument("--text-len", type=int, default=128)
+  parser.add_argument("--text-len", type=int, default=128, help="tokens of prefix + suffix (default 128)")
   parser.add_argument("--topology", required=True, help="cpu, v5e:1x1, v5e:2x2, v5e:2x4, v5p:2x2x1, v4:2x2x1, v6e:2x2")
   parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "adafactor"), default=None,
                       help="default: the config's (adamw)")
-  parser.add_argument("--lora-rank", type=int, default=None)
-  parser.add_argument("--frozen-dtype", default=None, choices=("bfloat16", "float16", "float32"))
+  parser.add_argument("--lora-rank", type=int, default=None, help="LoRA adapters of this rank (default: none)")
+  parser.add_argument("--frozen-dtype", default=None, choices=("bfloat16", "float16", "float32"),
+                      help="dtype of the frozen weights (default: the config's)")
   parser.add_argument("--remat", default=None, help="auto (the default: the fastest that fits), none, or a "
                       "jax.checkpoint_policies name")
-  parser.add_argument("--grad-accum", type=int, default=None)
+  parser.add_argument("--grad-accum", type=int, default=None, help="micro-batches per step (default: chosen with "
+                      "the remat policy)")
   parser.add_argument("--config", default=None, help="start from a finetune config file instead of the defaults")
   parser.add_argument("--no-search", action="store_true", help="skip the largest-batch search")
   args = parser.parse_args(argv)

@@ -28,9 +28,11 @@ def config_path(config: str) -> str:
   return path
 
 
-def settings_for(data_dir: str | None = None, checkpoint: str | None = None, overrides=(), **named) -> list:
+def settings_for(data_dir: str | None = None, checkpoint: str | None = None, overrides=(), flag_names=None,
+                 **named) -> list:
   """The config `Setting`s of a run: the data and base model the pipeline hands over, the named SETTINGS that
-  are not None, then the free-form `overrides`."""
+  are not None, then the free-form `overrides`. `flag_names` maps a named setting or "overrides" to the flag a
+  CLI took it from (`{"batch_size": "--batch", "overrides": "--set"}`), so errors name what the user typed."""
   from components.finetune.config import Setting, parse_assignment
 
   unknown = set(named) - set(SETTINGS)
@@ -41,18 +43,36 @@ def settings_for(data_dir: str | None = None, checkpoint: str | None = None, ove
     settings.append(Setting("data_dir", data_dir, "the dataset input"))
   if checkpoint:
     settings.append(Setting("checkpoint", checkpoint, "the base_model input"))
-  settings += [Setting(key, named[name], f"parameter {name}") for name, key in SETTINGS.items()
-               if named.get(name) is not None]
-  return settings + [parse_assignment(text, f"override {text!r}") for text in overrides]
+  flag_names = flag_names or {}
+  settings += [Setting(key, named[name], _flag_source(flag_names[name], named[name]) if name in flag_names
+                       else f"parameter {name}") for name, key in SETTINGS.items() if named.get(name) is not None]
+  return settings + [parse_assignment(text, _flag_source(flag_names["overrides"], text) if "overrides" in flag_names
+                                      else f"override {text!r}") for text in overrides]
+
+
+def _flag_source(flag: str, value) -> str:
+  """How a user typed it: `--batch 64`, or with a flag ending in "=", `--param batch_size=64`."""
+  return f"{flag}{value}" if flag.endswith("=") else f"{flag} {value}"
+
+
+def too_few_examples(error, settings, config: str):
+  """A config.ConfigError for data.TooFewExamples, naming where the batch size came from (a flag, a component
+  parameter, the config file)."""
+  from components.finetune.config import ConfigError
+
+  source = next((s.source for s in settings if s.key == "batch_size"), f"batch_size in {config}")
+  return ConfigError(f"{source}: the batch size ({error.batch_size}) is larger than the {error.count} examples "
+                     f"of split {error.split!r} of {error.data_dir}; lower it (or add examples)", source)
 
 
 def resolve_config(config: str, data_dir: str | None = None, checkpoint: str | None = None, overrides=(),
-                   **named):
-  """The locked config a run with these parameters trains with; trains nothing, so a caller (pipelines.local)
-  can check its parameters before anything runs. Raises config.ConfigError (a ValueError)."""
+                   flag_names=None, **named):
+  """The locked config a run with these parameters trains with; trains nothing, so a caller (pipelines.local,
+  pipelines.submit) can check its parameters before anything runs. Raises config.ConfigError (a ValueError)."""
   from components.finetune import config as config_lib
 
-  return config_lib.load_config(config_path(config), settings_for(data_dir, checkpoint, overrides, **named))
+  return config_lib.load_config(config_path(config),
+                                settings_for(data_dir, checkpoint, overrides, flag_names, **named))
 
 
 def run_finetune(config: str, workdir: str, data_dir: str, checkpoint: str = "", overrides: tuple = (),
@@ -64,10 +84,14 @@ def run_finetune(config: str, workdir: str, data_dir: str, checkpoint: str = "",
   from components.finetune import preemption
 
   preemption.exit_on_sigterm()  # before the heavy imports: a SIGTERM during start-up exits 143 with one line
-  from components.finetune import distributed, trainer
+  from components.finetune import config as config_lib, data, distributed, trainer
 
   # As the CLI: the trainer's progress lines at INFO, orbax's per-save chatter (through absl) only from WARNING.
   logging.getLogger("absl").setLevel(logging.WARNING)
-  resolved = resolve_config(config, data_dir, checkpoint, overrides, **named)
+  settings = settings_for(data_dir, checkpoint, overrides, **named)
+  resolved = config_lib.load_config(config_path(config), settings)
   distributed.initialize()
-  return trainer.train(resolved, workdir)
+  try:
+    return trainer.train(resolved, workdir)
+  except data.TooFewExamples as e:
+    raise too_few_examples(e, settings, config) from None

@@ -18,7 +18,7 @@ from components.paligemma.preprocess import preprocess_image
 from components.paligemma.checkpoint import (CheckpointError, flatten_params, infer_config, load, read_shapes, save,
                                             unflatten_params)
 from components.paligemma.tokenizer import Tokenizer, train_small_tokenizer
-from components.paligemma.hf import from_hf, to_hf
+from components.paligemma.hf import from_hf, read_hf_config, to_hf
 from components.paligemma import segmentation, vqvae
 from components.paligemma.vqvae import decode_masks, encode_masks, init_vqvae, load_vqvae, save_vqvae
 from components.paligemma.segmentation import (MalformedSegment, ParsedSegmentation, SegObject, mask_to_suffix,

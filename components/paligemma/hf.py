@@ -212,6 +212,24 @@ def from_hf(path: str | os.PathLike) -> tuple[dict, dict]:
   return unflatten_params(flat), model_cfg
 
 
+def read_hf_config(path: str | os.PathLike) -> dict:
+  """The `model_cfg` of a transformers PaliGemma directory, from config.json and the safetensors headers
+  alone (no weights read): what `from_hf` would return beside the params."""
+  directory = _local_dir(str(path))
+  config_path = directory / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"{config_path} not found: a transformers checkpoint directory has config.json "
+                            "beside its safetensors files")
+  with contextlib.ExitStack() as stack:
+    _, model_cfg = _dims_and_cfg(json.loads(config_path.read_text()), _open_tensors(directory, stack), config_path)
+  return model_cfg
+
+
+def is_hf_dir(config: Mapping[str, Any]) -> bool:
+  """Whether a directory's parsed config.json is a transformers PaliGemma's (a finetune workdir's is not)."""
+  return config.get("model_type") == "paligemma"
+
+
 def _local_dir(path: str) -> pathlib.Path:
   if not path.startswith("hf://"):
     return pathlib.Path(path)

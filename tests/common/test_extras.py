@@ -29,10 +29,10 @@ def test_export_hf_without_transformers_prints_the_extra_before_reading_anything
   from components.export.__main__ import main
 
   without("transformers")
-  code = main(["--checkpoint", str(tmp_path / "missing"), "--format", "hf", "--output", str(tmp_path / "out")])
+  code = main(["--checkpoint", str(tmp_path / "missing"), "--export-format", "hf", "--output", str(tmp_path / "out")])
   err = capsys.readouterr().err.strip()
-  assert code == 1 and len(err.splitlines()) == 1
-  assert err.startswith("export failed: export --format hf") and "pip install 'paligemma-pipelines[hf]'" in err
+  assert code == 2 and len(err.splitlines()) == 1
+  assert err.startswith("python -m components.export: error: export --export-format hf") and "pip install 'paligemma-pipelines[hf]'" in err
   assert not (tmp_path / "out").exists()
 
 

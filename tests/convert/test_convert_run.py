@@ -197,5 +197,6 @@ def test_disk_full_or_permission_denied_is_one_line_naming_the_path(tmp_path, im
   err = capsys.readouterr().err.strip().splitlines()
   where = error.filename or str(tmp_path / "out")
   reason = "no space left on the device" if error.errno == 28 else "permission denied"
-  assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {reason} at {where}: "), err
+  assert code == 2 and len(err) == 1, err
+  assert err[0].startswith(f"python -m components.convert: error: {reason} at {where}: "), err
   assert {n: (tmp_path / "out" / n).read_bytes() for n in before} == before

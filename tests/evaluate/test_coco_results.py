@@ -7,6 +7,7 @@ The datasets are real conversions (components.convert) of one set of pictures la
 import contextlib
 import io
 import json
+import re
 import os
 
 import numpy as np
@@ -213,7 +214,7 @@ def run_score(args):
   return out.getvalue()
 
 
-def test_category_ids_the_dataset_does_not_know_are_an_error_unless_mapped(coco_dataset, tmp_path):
+def test_category_ids_the_dataset_does_not_know_are_an_error_unless_mapped(coco_dataset, tmp_path, capsys):
   gt_path, data, _ = coco_dataset
   with open(gt_path) as f:
     image_id = json.load(f)["images"][0]["id"]
@@ -221,9 +222,11 @@ def test_category_ids_the_dataset_does_not_know_are_an_error_unless_mapped(coco_
                                               "score": 0.5},
                                              {"image_id": image_id, "category_id": 42, "bbox": [1, 1, 9, 9],
                                               "score": 0.9}])
-  with pytest.raises(ValueError, match=rf"r.json, result 2: category_id 42 is not one of the dataset's categories "
-                                       rf"\(1: cat, 2: dog, 3: bird, 7: fish; from .*report.json \(source_categories\)\)"):
-    main(["score", "--task", "detect", "--predictions", results, "--references", f"{data}/valid.jsonl"])
+  # a user's mistake: one line, exit 2
+  assert main(["score", "--task", "detect", "--predictions", results, "--references", f"{data}/valid.jsonl"]) == 2
+  assert re.fullmatch(r"python -m components.evaluate score: error: .*r.json, result 2: category_id 42 is not one of "
+                      r"the dataset's categories \(1: cat, 2: dog, 3: bird, 7: fish; from .*report.json "
+                      r"\(source_categories\)\).*\n", capsys.readouterr().err)
   mapping = write_json(tmp_path / "names.json", {"1": "dog", "42": "cat"})
   metrics = json.loads(run_score(["--predictions", results, "--references", f"{data}/valid.jsonl",
                                   "--categories", mapping]))

@@ -47,14 +47,16 @@ def test_component_exposes_which_prompt_len_and_seed(tmp_path, monkeypatch):
   path = tmp_path / "c.yaml"
   compiler.Compiler().compile(evaluate_model, str(path))
   params = yaml.safe_load(path.read_text())["root"]["inputDefinitions"]["parameters"]
-  assert {"which", "prompt_len", "seed"} <= set(params)
+  assert {"which", "prompt_len", "seed", "vqvae"} <= set(params)
   seen = []
   monkeypatch.setattr(runner, "run", lambda args: seen.append(args) or {})
   from components.evaluate.task import run_evaluate
   run_evaluate("ckpt", "data", "vqa", "out", which="best", prompt_len=24, seed=7)
+  run_evaluate("ckpt", "data", "segment", "out", vqvae="gs://b/vae-oid.npz")
   run_evaluate("ckpt", "data", "vqa", "out")
   assert (seen[0].which, seen[0].prompt_len, seen[0].seed) == ("best", 24, 7)
-  assert (seen[1].which, seen[1].prompt_len, seen[1].seed) == ("latest", None, 0)
+  assert seen[1].vqvae == "gs://b/vae-oid.npz"
+  assert (seen[2].which, seen[2].prompt_len, seen[2].seed, seen[2].vqvae) == ("latest", None, 0, None)
 
 
 def test_scalar_metrics_flattens_and_drops_non_numbers():

@@ -168,3 +168,39 @@ def test_report_uses_the_full_width_in_chromium(tmp_path):
   assert b_left < 0.1 * width and g_right > 0.85 * width, (b_left, g_right, width)
   dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
   assert "pg-run-20250101" in dom and "gs://b/runs/7 (best)" in dom
+
+
+def test_segmentation_masks_render_semi_transparent_in_chromium(tmp_path):
+  """Masks lie over the picture in the box colours at MASK_ALPHA: the picture shows through them."""
+  from components import paligemma
+  from components.evaluate.report import MASK_ALPHA
+  from components.paligemma.segmentation import object_text
+
+  refs, _ = make_case(tmp_path)
+  codec = paligemma.init_vqvae(0, widths=(4, 8, 8, 8), dim=8)
+  codes = np.arange(16) * 8
+  assert (paligemma.decode_masks(codec, codes[None]) > 0).all()  # each mask fills its box
+  text = lambda bins: object_text(np.asarray(bins) / 1023, codes, "cat")
+  refs = [{**refs[0], "prefix": "segment cat", "suffix": text(GT), "width": 320, "height": 240}]
+  preds = [{"image": refs[0]["image"], "prefix": "segment cat", "prediction": text(PRED)}]
+  metrics, records = score("segment", preds, refs, vqvae=codec)
+  page = tmp_path / "report.html"
+  page.write_text(render_report(metrics, records, image_root=str(tmp_path)))
+  shot = tmp_path / "shot.png"
+  chromium([f"--screenshot={shot}", "--window-size=1400,1400", page.as_uri()], tmp_path)
+  pixels = np.asarray(Image.open(shot).convert("RGB"))
+  ys, xs = np.nonzero(find(pixels, IMAGE_RGB, 12))  # the corners stay uncovered: the picture's extent
+  left, top, right, bottom = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+  def colour_at(y_bin, x_bin):
+    return pixels[int(top + y_bin / 1023 * (bottom - top)), int(left + x_bin / 1023 * (right - left))].astype(int)
+
+  def over(*layers):  # the picture's colour seen through the mask layers, bottom first
+    colour = np.asarray(IMAGE_RGB, float)
+    for layer in layers:
+      colour = colour * (1 - MASK_ALPHA / 255) + np.asarray(layer) * (MASK_ALPHA / 255)
+    return colour
+  assert np.abs(colour_at(300, 250) - over(hex_rgb(GT_COLOUR))).max() <= 12  # ground truth only
+  assert np.abs(colour_at(800, 700) - over(hex_rgb(PRED_COLOUR))).max() <= 12  # prediction only
+  assert np.abs(colour_at(550, 475) - over(hex_rgb(GT_COLOUR), hex_rgb(PRED_COLOUR))).max() <= 12  # both
+  assert np.abs(colour_at(950, 50) - IMAGE_RGB).max() <= 12  # neither

@@ -59,7 +59,7 @@ def check_manifest(out):
 
 def test_npz_export_reloads_bit_identically(model_dir, tmp_path):
   out = tmp_path / "exports" / "npz"
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out)]) == 0
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz", "--output", str(out)]) == 0
   source = flatten_params(paligemma.load(str(model_dir / "base.npz"), small_cfg()))
   exported = flatten_params(paligemma.load(str(out / "model.npz"), small_cfg()))
   assert set(exported) == set(source)
@@ -72,7 +72,7 @@ def test_npz_export_reloads_bit_identically(model_dir, tmp_path):
   assert manifest["source"]["checkpoint"] == str(model_dir / "base.npz") and manifest["format"] == "npz"
 
   # Exporting again (bf16 now) replaces the directory whole; no temporary directory is left behind.
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--dtype", "bfloat16",
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz", "--dtype", "bfloat16",
                "--output", str(out)]) == 0
   cast = flatten_params(paligemma.load(str(out / "model.npz"), small_cfg()))
   for name in source:
@@ -87,7 +87,7 @@ def test_hf_export_matches_our_model_and_its_processor(model_dir, tmp_path):
   from PIL import Image
 
   out = tmp_path / "hf"
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "hf", "--output", str(out)]) == 0
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "hf", "--output", str(out)]) == 0
   check_manifest(out)
   cfg = small_cfg()
   size, n_img = configs.image_size(cfg), configs.num_image_tokens(cfg)
@@ -111,6 +111,30 @@ def test_hf_export_matches_our_model_and_its_processor(model_dir, tmp_path):
   np.testing.assert_allclose(hf_logits, np.asarray(logits), atol=TOL, rtol=0)
 
 
+def test_an_hf_export_is_a_checkpoint_again(model_dir, tmp_path):
+  """A champion exported with --format hf is re-scored by evaluate and re-exported: the same weights."""
+  pytest.importorskip("transformers", reason="transformers (hf extra) writes the processor files")
+  from components.evaluate.runner import load_checkpoint
+
+  hf_dir = tmp_path / "hf"
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "hf", "--output", str(hf_dir)]) == 0
+  source = flatten_params(paligemma.load(str(model_dir / "base.npz"), small_cfg()))
+  params, model_cfg, tokenizer, meta = load_checkpoint(str(hf_dir))
+  assert meta["name"] == "tiny-test"
+  assert configs.resolve_llm(model_cfg["llm"]) == configs.resolve_llm(small_cfg()["llm"])
+  assert configs.resolve_img(model_cfg["img"]) == configs.resolve_img(small_cfg()["img"])
+  assert tokenizer.vocab_size == VOCAB
+  got = flatten_params(params)
+  assert set(got) == set(source) and all(np.array_equal(got[k], source[k]) for k in source)
+
+  again = tmp_path / "npz"
+  assert main(["--checkpoint", str(hf_dir), "--format", "npz", "--output", str(again)]) == 0
+  reexported = flatten_params(paligemma.load(str(again / "model.npz"), model_cfg))
+  assert all(np.array_equal(reexported[k], source[k]) for k in source)
+  manifest = json.loads((again / "manifest.json").read_text())
+  assert manifest["source"] == {"checkpoint": str(hf_dir), "kind": "hf"} and manifest["name"] == "tiny-test"
+
+
 SECRETS = {"HF_TOKEN": "hf_SeCrEt_0123456789", "KAGGLE_KEY": "kaggle-SeCrEt-4567",
            "GOOGLE_OAUTH_ACCESS_TOKEN": "ya29.SeCrEt-access-token"}
 
@@ -125,11 +149,11 @@ def test_register_dry_run_prints_the_request_and_no_secret(model_dir, tmp_path, 
 
   out = tmp_path / "registered"
   # An npz has no default serving container: that fails before anything is written.
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out), "--register",
-               "--dry-run"]) == 1
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz", "--output", str(out), "--register",
+               "--dry-run"]) == 2
   assert "--serving-container" in capsys.readouterr().err and not out.exists()
 
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out), "--register",
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz", "--output", str(out), "--register",
                "--dry-run", "--serving-container", "europe-docker.pkg.dev/p/r/serve:1", "--labels", "Team=Vision AI",
                "--display-name", "colours-v1"]) == 0
   printed = capsys.readouterr()
@@ -150,8 +174,8 @@ def test_a_bare_npz_exports_as_its_shapes_say_with_the_tokenizer_given(model_dir
   bare = tmp_path / "bare"
   bare.mkdir()
   (bare / "weights.npz").write_bytes((model_dir / "base.npz").read_bytes())  # no model.json, no tokenizer
-  args = ["--checkpoint", str(bare / "weights.npz"), "--format", "hf", "--output", str(tmp_path / "o")]
-  assert main(args) == 1
+  args = ["--checkpoint", str(bare / "weights.npz"), "--export-format", "hf", "--output", str(tmp_path / "o")]
+  assert main(args) == 2
   err = capsys.readouterr().err
   assert f"{bare / 'tokenizer.model'} not found" in err and "--tokenizer" in err and not (tmp_path / "o").exists()
   assert main([*args, "--tokenizer", str(model_dir / "tokenizer.model")]) == 0
@@ -160,8 +184,8 @@ def test_a_bare_npz_exports_as_its_shapes_say_with_the_tokenizer_given(model_dir
   assert sha256(tmp_path / "o" / "tokenizer.model") == sha256(model_dir / "tokenizer.model")
 
   (bare / "lonely.npz").write_bytes(b"")  # not a checkpoint at all: an error naming the file
-  assert main(["--checkpoint", str(bare / "lonely.npz"), "--format", "npz", "--output", str(tmp_path / "p"),
-               "--tokenizer", str(model_dir / "tokenizer.model")]) == 1
+  assert main(["--checkpoint", str(bare / "lonely.npz"), "--export-format", "npz", "--output", str(tmp_path / "p"),
+               "--tokenizer", str(model_dir / "tokenizer.model")]) == 2
   err = capsys.readouterr().err
   assert f"{bare / 'lonely.npz'} is not a readable .npz" in err and not (tmp_path / "p").exists()
 
@@ -178,7 +202,7 @@ def test_export_to_gcs_and_read_back(model_dir, tmp_path, models_bucket):
   # A previous export at the same place: its extra shard must go, its manifest must be replaced.
   bucket.blob("runs/7/model-00001-of-00009.safetensors").upload_from_string(b"stale")
   bucket.blob("runs/7/manifest.json").upload_from_string(b"{}")
-  cmd = [sys.executable, "-m", "components.export", "--checkpoint", str(model_dir / "base.npz"), "--format", "npz",
+  cmd = [sys.executable, "-m", "components.export", "--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz",
          "--output", "gs://models/runs/7"]
   done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -243,7 +267,7 @@ def test_export_of_a_finetune_workdir(model_dir, tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
 
   out = tmp_path / "export"
-  assert main(["--checkpoint", str(workdir), "--format", "npz", "--output", str(out), "--dtype", "bfloat16"]) == 0
+  assert main(["--checkpoint", str(workdir), "--export-format", "npz", "--output", str(out), "--dtype", "bfloat16"]) == 0
   manifest = check_manifest(out)
   source = manifest["source"]
   assert source["kind"] == "workdir" and source["which"] == "latest"
@@ -275,14 +299,14 @@ def test_component_body_runs_the_same_export(model_dir, tmp_path):
 
 def test_dry_run_without_register_is_an_error(tmp_path, capsys):
   out = tmp_path / "out"
-  assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--format", "npz", "--output", str(out),
-               "--dry-run"]) == 1
+  assert main(["--checkpoint", str(tmp_path / "missing.npz"), "--export-format", "npz", "--output", str(out),
+               "--dry-run"]) == 2
   assert "--register" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_model_directory_is_accepted_as_checkpoint(model_dir, tmp_path):
   out = tmp_path / "from-dir"
-  assert main(["--checkpoint", str(model_dir), "--format", "npz", "--output", str(out)]) == 0
+  assert main(["--checkpoint", str(model_dir), "--export-format", "npz", "--output", str(out)]) == 0
   manifest = check_manifest(out)
   assert manifest["source"]["kind"] == "npz" and manifest["source"]["checkpoint"] == f"{model_dir}/base.npz"
   back = flatten_params(paligemma.load(str(out / "model.npz"), small_cfg()))
@@ -322,14 +346,14 @@ def test_component_signature_exposes_evaluation_project_location(tmp_path):
                                    PermissionError(13, "Permission denied", "/exports/npz/model.npz")])
 def test_disk_full_or_permission_denied_is_one_line_naming_the_path(model_dir, tmp_path, capsys, monkeypatch, error):
   out = tmp_path / "exports" / "npz"
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out)]) == 0
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz", "--output", str(out)]) == 0
   before = {p.name: p.read_bytes() for p in out.iterdir()}
 
   def fail(*args, **kwargs):
     raise error
   monkeypatch.setattr("components.export.core.paligemma.save", fail)
   capsys.readouterr()
-  assert main(["--checkpoint", str(model_dir / "base.npz"), "--format", "npz", "--output", str(out)]) == 1
+  assert main(["--checkpoint", str(model_dir / "base.npz"), "--export-format", "npz", "--output", str(out)]) == 1
   err = capsys.readouterr().err.strip().splitlines()
   where = error.filename or str(out)  # the file when the system names one, else the export
   reason = "no space left on the device" if error.errno == 28 else "permission denied"

@@ -8,10 +8,10 @@ from pipelines import champion, gate, runtime
 
 
 def test_headline_metric_per_task():
-  assert [gate.headline_metric(t) for t in ("detect", "caption", "vqa", "ocr")] == \
-      ["map50", "cider", "accuracy", "anls"]
-  with pytest.raises(ValueError, match="unknown task 'segment'"):
-    gate.headline_metric("segment")
+  assert [gate.headline_metric(t) for t in ("detect", "caption", "vqa", "ocr", "segment")] == \
+      ["map50", "cider", "accuracy", "anls", "mask_map50"]
+  with pytest.raises(ValueError, match="unknown task 'classify'"):
+    gate.headline_metric("classify")
 
 
 def test_without_champion_the_tuned_model_must_beat_the_base_model():

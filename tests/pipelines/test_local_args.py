@@ -55,7 +55,8 @@ def own_data_arguments(argv, output, monkeypatch):
 
 
 def test_own_data_with_a_small_config_and_random_init(tmp_path, monkeypatch):
-  arguments = own_data_arguments(["--dataset", "/data/coco", "--model", "small-v2", "--init", "random",
+  (tmp_path / "coco").mkdir()
+  arguments = own_data_arguments(["--dataset", str(tmp_path / "coco"), "--model", "small-v2", "--init", "random",
                                   "--steps", "20"], tmp_path, monkeypatch)
   assert arguments["model"] == "small-v2" and arguments["model_source"] == str(tmp_path / "inputs/model/small-v2.npz")
   assert arguments["text_len"] == 0  # the finetune step sizes it from the converted training examples
@@ -65,17 +66,18 @@ def test_own_data_with_a_small_config_and_random_init(tmp_path, monkeypatch):
 
 
 def test_own_data_keeps_a_text_len_the_user_forces(tmp_path, monkeypatch):
-  arguments = own_data_arguments(["--dataset", "/d", "--model", "tiny-v2", "--init", "random", "--text-len", "24"],
+  data = str(tmp_path)
+  arguments = own_data_arguments(["--dataset", data, "--model", "tiny-v2", "--init", "random", "--text-len", "24"],
                                  tmp_path, monkeypatch)
   assert arguments["text_len"] == 24
-  arguments = own_data_arguments(["--dataset", "/d", "--set", "text_len=32"], tmp_path, monkeypatch)
+  arguments = own_data_arguments(["--dataset", data, "--set", "text_len=32"], tmp_path, monkeypatch)
   assert "text_len" not in arguments and arguments["finetune_overrides"] == ["text_len=32"]  # not set twice
   assert arguments["model"] == local_demo.DEMO["model"]  # no --model: the demo's model, random, on the user's data
 
 
-def test_a_small_config_without_init_random_says_which_flag(capsys):
+def test_a_small_config_without_init_random_says_which_flag(capsys, tmp_path):
   with pytest.raises(SystemExit) as e:
-    local.parse_args(["--dataset", "/d", "--model", "small-v2"])
+    local.parse_args(["--dataset", str(tmp_path), "--model", "small-v2"])
   assert e.value.code == 2
   assert "--model small-v2 is a configuration, not a released checkpoint: add --init random" in capsys.readouterr().err
   assert local.init_problem("paligemma2-3b-pt-224", "random", "") is None  # any configuration may start random

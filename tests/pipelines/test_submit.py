@@ -62,15 +62,20 @@ def test_kfp_run_and_schedule_requests(capsys):
   assert schedule["max_concurrency"] == 1
 
 
-def test_bad_parameters_are_clear_errors():
-  with pytest.raises(ValueError, match="no parameter 'kaggle_key'"):
-    submit.main(VERTEX + ["--param", "kaggle_key=abc"])
-  with pytest.raises(ValueError, match="total_steps='many' is not a valid NUMBER_INTEGER"):
-    submit.main(VERTEX + ["--param", "total_steps=many"])
+def test_bad_parameters_are_clear_errors(capsys):
+  def error(argv) -> str:  # a user's mistake: one line on stderr, exit status 2
+    assert submit.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("python -m pipelines.submit: error: "), err
+    return err
+
+  assert "no parameter 'kaggle_key'" in error(VERTEX + ["--param", "kaggle_key=abc"])
+  assert "--param total_steps=many: 'many' is not a valid int for config key 'total_steps'" in error(
+      VERTEX + ["--param", "total_steps=many"])  # a finetune setting: checked against the config
+  assert "--param eval_limit='many' is not a valid NUMBER_INTEGER" in error(VERTEX + ["--param", "eval_limit=many"])
   without_dataset = VERTEX[:VERTEX.index("dataset_uri=gs://acme-data/labelled/") - 1] + \
       VERTEX[VERTEX.index("dataset_uri=gs://acme-data/labelled/") + 1:]
-  with pytest.raises(ValueError, match="needs --param for: dataset_uri"):
-    submit.main(without_dataset)
+  assert "needs --param for: dataset_uri" in error(without_dataset)
 
 
 def test_vertex_needs_a_project_and_a_gcs_root(capsys):

@@ -1,7 +1,7 @@
 """Fork me: a commented finetune config listing every key.
 
   python -m components.finetune --config components/finetune/configs/template.py --workdir DIR \
-      --config.data_dir=gs://bucket/dataset --config.checkpoint=gs://bucket/model/paligemma2-3b-pt-224.b16.npz
+      --set data_dir=gs://bucket/dataset --set checkpoint=gs://bucket/model/paligemma2-3b-pt-224.b16.npz
 
 Copy this file, change what your run needs, delete the rest (unset keys keep the defaults of
 components/finetune/config.py).

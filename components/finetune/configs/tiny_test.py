@@ -1,6 +1,6 @@
 """A tiny random-init model for tests and CI: trains in seconds on a CPU.
 
-Other test models: `--config.model_name=tiny-v1` (or `tiny-mha`, `small-v2`).
+Other test models: `--set model_name=tiny-v1` (or `tiny-mha`, `small-v2`).
 """
 from components.finetune.config import defaults
 
