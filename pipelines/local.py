@@ -110,11 +110,17 @@ def init_problem(model: str | None, init: str, source: str) -> str | None:
       return "--init random needs --model (a configuration name, e.g. small-v2)"
     if source:
       return "--init random makes the weights: leave out --source"
+    from components.paligemma._small_tokenizer import MIN_VOCAB_SIZE
+
     try:
-      configs.model_config(model)
+      vocab = configs.model_config(model)["llm"]["vocab_size"]
     except (KeyError, ValueError):
       return (f"--init random needs a configuration name for --model, not {model!r} (one of "
               f"{', '.join(configs.SMALL_CONFIGS)} or a released name)")
+    if vocab < MIN_VOCAB_SIZE:  # the tiny-* test configs: no room for the <loc>/<seg> pieces
+      fits = [n for n, c in configs.SMALL_CONFIGS.items() if c["llm"]["vocab_size"] >= MIN_VOCAB_SIZE]
+      return (f"--init random: {model}'s vocabulary ({vocab}) has no room for a tokenizer with PaliGemma's "
+              f"<loc>/<seg> pieces (>= {MIN_VOCAB_SIZE}); use {' or '.join(fits)}")
   elif model in configs.SMALL_CONFIGS and not source:
     return (f"--model {model} is a configuration, not a released checkpoint: add --init random to start it from "
             "seeded random weights, or give its weights with --source URI")

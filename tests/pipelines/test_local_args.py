@@ -67,7 +67,7 @@ def test_own_data_with_a_small_config_and_random_init(tmp_path, monkeypatch):
 
 def test_own_data_keeps_a_text_len_the_user_forces(tmp_path, monkeypatch):
   data = str(tmp_path)
-  arguments = own_data_arguments(["--dataset", data, "--model", "tiny-v2", "--init", "random", "--text-len", "24"],
+  arguments = own_data_arguments(["--dataset", data, "--model", "demo-v2", "--init", "random", "--text-len", "24"],
                                  tmp_path, monkeypatch)
   assert arguments["text_len"] == 24
   arguments = own_data_arguments(["--dataset", data, "--set", "text_len=32"], tmp_path, monkeypatch)
@@ -84,6 +84,7 @@ def test_a_small_config_without_init_random_says_which_flag(capsys, tmp_path):
   assert "--init random needs --model" in local.init_problem(None, "random", "")
   assert "needs a configuration name" in local.init_problem("gs://b/m.npz", "random", "")
   assert local.init_problem("small-v2", "pretrained", "gs://b/small.npz") is None  # weights given
+  assert "use small-v2 or demo-v2" in local.init_problem("tiny-v2", "random", "")  # vocab 300: no <loc> pieces
 
 
 def test_convert_summary_lists_rejected_and_repaired_rows(tmp_path):
