@@ -1,4 +1,4 @@
-"""Five fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
+"""Six fixes for the KFP local runner, so the local target runs the same DAG as the cloud ones.
 
 They replace private functions of kfp's local runner, so they are written against one release line,
 `SUPPORTED_KFP` (pyproject.toml pins it); `install()` refuses any other kfp.
@@ -36,11 +36,25 @@ source, so also in the arguments after it: the executor input, whose paths and v
 they contain `python3`, e.g. a config file in `.../lib/python3.11/site-packages/` (any installed,
 non-editable package). The fix replaces it only in the launcher script before the source, where kfp
 writes the `python3` it means.
+
+6. Live, quiet step output: kfp 2.16's `subprocess_task_handler.run_local_subprocess` starts the step's
+process with a pipe for its output, so that process block-buffers what it prints (a progress line arrives
+when the step ends), and re-prints each line without flushing (block-buffered again when our stdout is a
+file or a pipe). Around them the runner prints each step's whole executor input and outputs as JSON. The
+fix runs the step with `step_environment()` (unbuffered Python; no TPU probe on a machine without a TPU),
+prints each line as it arrives, flushed, leaves out the executor's bookkeeping (its input JSON, module
+loading, output file), and hands each line shown to `LINE_HOOK` when that is set.
+`quiet_orchestrator_logs()` does the same for the runner's own log records.
 """
 from __future__ import annotations
 
 import copy
+import glob
+import importlib.util
+import os
 import re
+import contextlib
+import subprocess
 
 SUPPORTED_KFP = ((2, 16), (2, 17))  # [lowest, highest) release line these fixes are written against
 
@@ -132,6 +146,88 @@ def _python_only_in_the_launcher(replace):
   return replace_python_executable
 
 
+# Fix 6: called with each line shown (None: nobody); pipelines.local collects the steps' warnings with it.
+LINE_HOOK = None
+_EXECUTOR_LINE = re.compile(r"^\s*\[KFP Executor [^\]]* (?P<level>[A-Z]+)\]: (?P<message>.*)$", re.S)
+_EXECUTOR_BOOKKEEPING = ("Looking for component", "Loading KFP component", "Wrote executor output file")
+
+
+def has_tpu() -> bool:
+  """A TPU VM exposes its chips as /dev/accel* (v4, v5p, v6e) or /dev/vfio/<n> (v5e)."""
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def step_environment(environ=None) -> dict:
+  """The environment of a step's process: unbuffered Python (its progress lines arrive as they are printed)
+  and, where libtpu is installed but there is no TPU (and no GPU, nor JAX_PLATFORMS chosen by the user), JAX
+  on the CPU, so that it does not print libtpu's failed probe ("INVALID_ARGUMENT ...", lockfile advice)."""
+  env = dict(os.environ if environ is None else environ)
+  env["PYTHONUNBUFFERED"] = "1"
+  if ("JAX_PLATFORMS" not in env and importlib.util.find_spec("libtpu") is not None and not has_tpu()
+      and not glob.glob("/dev/nvidia[0-9]*")):
+    env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def shown_lines(lines):
+  """The lines of a step's output worth showing: the executor's bookkeeping (its input as JSON, which module
+  it loads, where it wrote its output) left out, its own prefix dropped from the rest."""
+  in_executor_input = False
+  for line in lines:
+    if in_executor_input:  # the JSON after "Got executor_input:" ends with a "}" in the first column
+      in_executor_input = not line.startswith("}")
+      continue
+    if m := _EXECUTOR_LINE.match(line):
+      message = m["message"]
+      if message.startswith("Got executor_input:"):
+        in_executor_input = True
+        continue
+      if message.startswith(_EXECUTOR_BOOKKEEPING):
+        continue
+      line = message if m["level"] == "INFO" else f"{m['level']}: {message}"
+    if line.strip():
+      yield line
+
+
+def run_local_subprocess(full_command) -> int:
+  """kfp's `run_local_subprocess`, live and quiet (fix 6)."""
+  with subprocess.Popen(full_command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                        errors="replace", env=step_environment()) as process:
+    for line in shown_lines(iter(process.stdout.readline, "")):
+      if LINE_HOOK:
+        LINE_HOOK(line)
+      print(line, end="" if line.endswith("\n") else "\n", flush=True)
+    return process.wait()
+
+
+class _QuietOrchestrator:
+  """A root-logger filter: drops the local runner's records that repeat what the steps said (their outputs,
+  as JSON or artifact reprs) or only frame it ("Streamed logs:")."""
+
+  def filter(self, record) -> bool:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(record.msg))
+    return not (text.startswith(("Streamed logs:", "Cleaned up workspace"))
+                or re.match(r"Task '?[\w-]+'? (outputs:|has no outputs)", text))
+
+
+@contextlib.contextmanager
+def quiet_orchestrator_logs():
+  """While in it: the filter on the root logger (which keeps it while the runner swaps the handlers), and
+  no horizontal rules between the tasks."""
+  import logging
+
+  from kfp.local import logging_utils
+
+  quiet, rule = _QuietOrchestrator(), logging_utils.print_horizontal_line
+  logging.getLogger().addFilter(quiet)
+  logging_utils.print_horizontal_line = lambda: None
+  try:
+    yield
+  finally:
+    logging.getLogger().removeFilter(quiet)
+    logging_utils.print_horizontal_line = rule
+
+
 def check_version(version: str) -> None:
   """Raises UnsupportedKfpError unless `version` is in the SUPPORTED_KFP release line."""
   (low, high), numbers = SUPPORTED_KFP, tuple(int(n) for n in re.findall(r"\d+", version)[:2])
@@ -161,5 +257,6 @@ def install() -> None:
   if not getattr(utils.join_user_inputs_and_defaults, "fixed_by_pipelines", False):
     utils.join_user_inputs_and_defaults = staticmethod(_unset_optional_parameters_are_none(
         utils.join_user_inputs_and_defaults))
+  subprocess_task_handler.run_local_subprocess = run_local_subprocess
   if not getattr(placeholder_utils.resolve_individual_placeholder, "fixed_by_pipelines", False):
     placeholder_utils.resolve_individual_placeholder = _root_job_name(placeholder_utils.resolve_individual_placeholder)

@@ -36,6 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--output", help="where every artifact goes (default runs/<timestamp>)")
   p.add_argument("--model", help="released model name or checkpoint URI (default: the offline demo's "
                  "small random model)")
+  p.add_argument("--init", default="pretrained", choices=("pretrained", "random"),
+                 help="random: start --model (a configs name, e.g. small-v2) from seeded random weights and a small "
+                 "tokenizer instead of downloading a checkpoint; the run says so, and model.json and summary.json "
+                 "record it")
   p.add_argument("--source", default="", help="where the weights come from (kaggle|gcs|hf|URI), see "
                  "python -m components.download --help")
   p.add_argument("--tokenizer", default="", help="tokenizer.model (default: the one the model comes with)")
@@ -83,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.model and not args.dataset:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
+  if problem := init_problem(args.model, args.init, args.source):
+    p.error(problem)
   try:  # what can be checked on this machine, before anything runs
     if args.format != "hf":  # hf: a hub dataset name
       checks.local_input("--dataset", args.dataset)
@@ -93,6 +99,45 @@ def parse_args(argv=None) -> argparse.Namespace:
   except ValueError as e:
     p.error(str(e))
   return args
+
+
+def init_problem(model: str | None, init: str, source: str) -> str | None:
+  """Why --model/--init/--source do not go together, or None."""
+  from components.paligemma import configs
+
+  if init == "random":
+    if not model:
+      return "--init random needs --model (a configuration name, e.g. small-v2)"
+    if source:
+      return "--init random makes the weights: leave out --source"
+    from components.paligemma._small_tokenizer import MIN_VOCAB_SIZE
+
+    try:
+      vocab = configs.model_config(model)["llm"]["vocab_size"]
+    except (KeyError, ValueError):
+      return (f"--init random needs a configuration name for --model, not {model!r} (one of "
+              f"{', '.join(configs.SMALL_CONFIGS)} or a released name)")
+    if vocab < MIN_VOCAB_SIZE:  # the tiny-* test configs: no room for the <loc>/<seg> pieces
+      fits = [n for n, c in configs.SMALL_CONFIGS.items() if c["llm"]["vocab_size"] >= MIN_VOCAB_SIZE]
+      return (f"--init random: {model}'s vocabulary ({vocab}) has no room for a tokenizer with PaliGemma's "
+              f"<loc>/<seg> pieces (>= {MIN_VOCAB_SIZE}); use {' or '.join(fits)}")
+  elif model in configs.SMALL_CONFIGS and not source:
+    return (f"--model {model} is a configuration, not a released checkpoint: add --init random to start it from "
+            "seeded random weights, or give its weights with --source URI")
+  return None
+
+
+def prepare_random_model(inputs: str, model: str, seed: int) -> dict:
+  """--init random: writes `model` with seeded random weights and a small tokenizer (model.json records
+  `init` and `seed`); returns the pipeline arguments that use them."""
+  from pipelines import synthetic
+
+  start = time.monotonic()
+  checkpoint = synthetic.make_random_model(os.path.join(inputs, "model"), model, seed=seed)
+  log.warning("--init random: %s starts from random weights (seed %d) and a small tokenizer, not a released "
+              "checkpoint (%.0fs); expect a model that learns only what this dataset teaches", model, seed,
+              time.monotonic() - start)
+  return dict(model=model, model_source=checkpoint)
 
 
 def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
@@ -141,13 +186,17 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
     arguments = prepare_demo(os.path.join(output, "inputs"), SMOKE["train_images"], SMOKE["valid_images"],
                              args.seed, model=args.smoke_model)
     arguments.update(eval_limit=SMOKE["eval_limit"], max_decode_len=SMOKE["max_decode_len"])
-  elif args.model:
-    arguments = dict(model=args.model, model_source=args.source, tokenizer=args.tokenizer,
-                     dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
+  elif args.model or args.dataset:  # own data: lengths from the data (text_len 0, max_decode_len 0)
+    model = args.model or local_demo.DEMO["model"]  # no --model: the demo's model, random, on the user's data
+    if args.init == "random" or not args.model:
+      arguments = prepare_random_model(os.path.join(output, "inputs"), model, seed)
+    else:
+      arguments = dict(model=model, model_source=args.source, tokenizer=args.tokenizer)
+    arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
+    if "text_len" not in finetune and not any(o.split("=", 1)[0].strip() == "text_len" for o in args.set):
+      finetune["text_len"] = 0  # the finetune step sizes it from the training examples
   else:
     arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images, args.seed)
-    if args.dataset:  # the demo model on the user's data
-      arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
   arguments.update(finetune, finetune_config=config, seed=seed, classes=args.classes, finetune_overrides=args.set,
                    export_uri=os.path.join(output, "models"), export_format=args.export_format,
                    champion_uri=args.champion, min_metric=args.min_metric,
@@ -165,21 +214,80 @@ def check_finetune_settings(config: str, overrides=(), **settings) -> None:
   from components.finetune import task
 
   task.resolve_config(config, overrides=overrides, **settings)
+
+
+MAX_LISTED_ROWS = 5  # rejected/repaired rows of convert listed in the summary (all are in its report.json)
+
+
+def convert_summary(run_dir: str) -> dict | None:
+  """Convert's report of this run (the KFP local runner's layout: RUN/convert/dataset/report.json), in brief:
+  counts, rejected and repaired rows (the first MAX_LISTED_ROWS of each, with their reasons) and warnings."""
+  path = os.path.join(run_dir, "convert", "dataset", "report.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    report = json.load(f)
+  brief = {"report": path, "counts": report["counts"], "warnings": report.get("warnings", [])}
+  for kind in ("rejected", "repaired"):
+    brief[kind] = len(report.get(kind, []))
+    brief[f"first_{kind}"] = report.get(kind, [])[:MAX_LISTED_ROWS]
+  return brief
+
+
+def _row_text(row: dict) -> str:
+  where = ", ".join(str(row[k]) for k in ("file", "row", "image") if row.get(k) not in (None, ""))
+  return f"{where}: {row.get('reason', '')}"
+
+
+class _StepWarnings:
+  """The WARNING lines of the data and training steps' output (kfp_local_fix.LINE_HOOK), by the task that
+  printed them (`_StepTimes.current`); at most MAX_PER_STEP each. (The evaluations' warnings are about the
+  models' answers: their reports and metrics.json hold them.)"""
+  STEPS = ("download", "convert", "finetune")
+  MAX_PER_STEP = 10
+
+  def __init__(self, step_times):
+    self.step_times, self.warnings = step_times, []
+
+  def __call__(self, line: str) -> None:
+    if line.startswith("WARNING: "):
+      step = self.step_times.current or "?"
+      if step in self.STEPS and sum(w["step"] == step for w in self.warnings) < self.MAX_PER_STEP:
+        self.warnings.append({"step": step, "message": line.removeprefix("WARNING: ").rstrip()})
+
+
 class _StepTimes(logging.Filter):
   """Wall seconds of each task, from the KFP local runner's own log records ("Executing task 'x'", "Task
   'x' finished ..."); a filter on the root logger, which keeps it while the runner swaps the handlers."""
 
   def __init__(self):
     super().__init__()
-    self.seconds, self._started = {}, {}
+    self.seconds, self._started, self.current = {}, {}, None
 
   def filter(self, record):
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(record.msg))
     if m := re.match(r"Executing task '?([\w-]+)'?", text):
       self._started[m[1]] = record.created
+      self.current = m[1]
     elif (m := re.match(r"Task '?([\w-]+)'? finished", text)) and m[1] in self._started:
       self.seconds[m[1]] = round(record.created - self._started.pop(m[1]), 1)
     return True
+
+
+PIPELINE_LOG = "pipeline.log"  # in OUTPUT: what the run printed and the runner's records (failures.StepLog)
+
+
+def model_init(arguments: dict) -> dict:
+  """How the base model's weights were made: model.json's `init` beside a checkpoint pipelines.local wrote
+  ({"init": "random", "seed"}), else {"init": "pretrained"}."""
+  source = arguments.get("model_source") or ""
+  path = os.path.join(os.path.dirname(source), "model.json")
+  if source and os.path.exists(path):
+    with open(path) as f:
+      written = json.load(f)
+    if "init" in written:
+      return {"init": written["init"], "seed": written.get("seed"), "model": arguments["model"]}
+  return {"init": "pretrained", "model": arguments.get("model")}
 
 
 def in_flag_names(error: BaseException) -> BaseException:
@@ -207,9 +315,12 @@ def run(arguments: dict, output: str) -> dict:
   kfp_local_fix.install()  # dsl.If (the gate) evaluates like on Vertex AI / KFP
   start = time.monotonic()
   step_times = _StepTimes()
+  step_warnings = _StepWarnings(step_times)
+  kfp_local_fix.LINE_HOOK = step_warnings
   logging.getLogger().addFilter(step_times)
   try:
-    with warnings.catch_warnings(), failures.StepLog(os.path.join(output, "pipeline.log")) as steps:
+    with warnings.catch_warnings(), kfp_local_fix.quiet_orchestrator_logs(), failures.StepLog(
+        os.path.join(output, PIPELINE_LOG)) as steps:
       warnings.filterwarnings("ignore", message=".*non-Python base image.*")  # images are for cloud targets
       try:
         run_task = build_pipeline(get_target("local"))(**arguments)
@@ -217,9 +328,11 @@ def run(arguments: dict, output: str) -> dict:
         raise in_flag_names(steps.failure(e)) from None
   finally:
     logging.getLogger().removeFilter(step_times)
+    kfp_local_fix.LINE_HOOK = None
   elapsed = time.monotonic() - start
   with open(run_task.output.path) as f:
     decision = json.load(f)
+  run_dir = os.path.dirname(os.path.dirname(run_task.output.path))  # RUN/gate/decision
   record = champion.read(decision["champion_uri"]) if decision["passed"] else None
   summary = {
       "base": decision["base_metrics"], "tuned": decision["tuned_metrics"],
@@ -231,12 +344,19 @@ def run(arguments: dict, output: str) -> dict:
       "pipeline_seconds": round(elapsed, 1),
       "step_seconds": step_times.seconds,
       "arguments": {k: v for k, v in arguments.items()},
+      "convert": convert_summary(run_dir),
+      "warnings": step_warnings.warnings,
+      "model_init": model_init(arguments),
+      "log": os.path.join(output, PIPELINE_LOG),
   }
   write_json_atomic(os.path.join(output, "summary.json"), summary)
   return summary
 
 
 def main(argv=None) -> int:
+  from pipelines import kfp_local_fix
+
+  os.environ.update(kfp_local_fix.step_environment())  # before JAX loads: no TPU probe on a machine without one
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
   args = parse_args(argv)
   output = os.path.abspath(args.output or os.path.join(
@@ -261,8 +381,21 @@ def main(argv=None) -> int:
   print(f"gate: {'PASSED' if summary['gate']['passed'] else 'NOT PASSED'}: {summary['gate']['reason']}")
   print(f"report: {summary['report']}")
   print(f"exported model: {summary['exported_model'] or '(none: the gate did not pass)'}")
+  if brief := summary["convert"]:
+    print(f"dataset: {', '.join(f'{n} {k}' for k, n in brief['counts'].items())}; {brief['rejected']} rejected, "
+          f"{brief['repaired']} repaired rows (report: {brief['report']})")
+    for kind in ("rejected", "repaired"):
+      for row in brief[f"first_{kind}"]:
+        print(f"  {kind}: {_row_text(row)}")
+      if brief[kind] > len(brief[f"first_{kind}"]):
+        print(f"  ... and {brief[kind] - len(brief[f'first_{kind}'])} more {kind} rows in the report")
+  if summary["model_init"]["init"] == "random":
+    print(f"base model: {summary['model_init']['model']} from random weights (seed {summary['model_init']['seed']})")
+  for w in summary["warnings"]:
+    print(f"WARNING [{w['step']}]: {w['message']}")
   if summary["step_seconds"]:
     print("seconds per step: " + ", ".join(f"{k} {v:.1f}" for k, v in summary["step_seconds"].items()))
+  print(f"log: {summary['log']}")
   print(f"summary: {os.path.join(output, 'summary.json')} (total {time.monotonic() - start:.0f}s)")
   return 0
 

@@ -91,7 +91,8 @@ def _write_coco_export(out_dir: str, counts: dict[str, int], classes: tuple[str,
 
 
 def make_random_model(out_dir: str, name: str = "demo-v2", seed: int = 0) -> str:
-  """A model directory with random initial weights; returns the checkpoint's path."""
+  """A model directory with random initial weights (model.json records `"init": "random"` and the seed);
+  returns the checkpoint's path."""
   import jax
   import jax.numpy as jnp
 
@@ -108,7 +109,7 @@ def make_random_model(out_dir: str, name: str = "demo-v2", seed: int = 0) -> str
   paligemma.train_small_tokenizer(os.path.join(out_dir, "tokenizer.model"),
                                   vocab_size=model_cfg["llm"]["vocab_size"])
   with open(os.path.join(out_dir, "model.json"), "w") as f:
-    json.dump({**model_cfg, "name": name, "checkpoint": checkpoint}, f, indent=2)
+    json.dump({**model_cfg, "name": name, "checkpoint": checkpoint, "init": "random", "seed": seed}, f, indent=2)
   return os.path.join(out_dir, checkpoint)
 
 

@@ -128,8 +128,21 @@ def verify(directory: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ the manager
+class _ReadOnlyIsAsked(logging.Filter):
+  """orbax logs WARNINGs for every read-only manager ("Given directory is read only=...",
+  "CheckpointManagerOptions.read_only=True, setting save_interval_steps=0."), which is what a reader
+  (evaluate, export) asks for: not news to the user."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("Given directory is read only", "CheckpointManagerOptions.read_only=True"))
+
+
+_READ_ONLY_NOTICE = _ReadOnlyIsAsked()
+
+
 def manager(workdir: str, *, keep: int = 2, async_save: bool = True, read_only: bool = False
             ) -> ocp.CheckpointManager:
+  logging.getLogger("absl").addFilter(_READ_ONLY_NOTICE)  # once: a logger keeps one copy of a filter
   keep_policy = policies.AnyPreservationPolicy([
       policies.LatestN(n=keep),
       policies.BestN(get_metric_fn=lambda m: m[VAL_LOSS], reverse=True, n=1,

@@ -82,7 +82,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.data_dir = ""
   c.train_split = "train"
   c.valid_split = "valid"  # "" disables validation
-  c.text_len = 64  # tokens of prefix + separator + suffix, before the shift (big_vision's text_len)
+  c.text_len = 64  # tokens of prefix + separator + suffix, before the shift (big_vision's text_len); 0: from the data
   c.batch_size = 32  # global batch, across all hosts and devices
   # How long: set exactly one (EXCLUSIVE). epochs -> steps = epochs * train examples // batch_size.
   c.total_steps = ml_collections.config_dict.placeholder(int)
@@ -318,6 +318,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.memory_limit_gib < 0:
     raise ConfigError(f"config.memory_limit_gib={config.memory_limit_gib}; use 0 (the device's own limit) or a "
                       "positive number of GiB")
+  if config.text_len < 0:
+    raise ConfigError(f"config.text_len={config.text_len}; use a positive number of tokens, or 0 to size it from "
+                      "the training data (the longest example)")
   if config.total_steps is None and config.epochs is None:
     raise ConfigError("set config.total_steps or config.epochs")
   if (config.total_steps is not None and config.total_steps <= 0) or (config.epochs is not None and

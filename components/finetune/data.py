@@ -10,7 +10,10 @@ int32 from `Tokenizer.encode_train`. The order depends only on the seed, and the
 """
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 
 import grain
 import numpy as np
@@ -19,6 +22,9 @@ from components.common import datasets, records
 from components.paligemma import preprocess_image
 
 _TEXT_KEYS = ("text", "mask_ar", "mask_loss")
+_MEASURE_LEN = 8192  # as convert's report: long enough that nothing is cut while the tokens are counted
+TEXT_LEN_MULTIPLE = 8  # text_len 0 ("from the data") rounds up to a multiple of this
+log = logging.getLogger("components.finetune")
 
 
 class Preprocess(grain.transforms.Map):
@@ -57,6 +63,42 @@ def pin_dataset(data_dir: str) -> datasets.DatasetVersion:
 
 def num_examples(data_dir: str, split: str) -> int:
   return len(grain.sources.ArrayRecordDataSource(records.list_shards(data_dir, split)))
+
+
+def token_lengths(data_dir: str, split: str, tokenizer) -> np.ndarray | None:
+  """Tokens of each example's full training sequence (bos, prefix, separator, suffix, eos), counted as
+  convert's report.json `token_lengths` counts them, from the split's JSONL; the trainer feeds
+  `text_len + 1` of them. None when the split has no JSONL (a dataset not written by convert)."""
+  path = os.path.join(data_dir, f"{split}.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return np.array([int(np.count_nonzero(tokenizer.encode_train(r["prefix"], r["suffix"], _MEASURE_LEN)["text"]))
+                   for r in rows], np.int64)
+
+
+def fit_text_len(text_len: int, lengths: np.ndarray | None) -> int:
+  """The text_len to train with: `text_len` 0 sizes it from the data (the longest example, rounded up to a
+  multiple of TEXT_LEN_MULTIPLE), said in one line; a set `text_len` stays, with a WARNING naming how many
+  examples it truncates."""
+  if lengths is None or not len(lengths):
+    if text_len == 0:
+      raise ValueError("text_len 0 sizes the text from the training examples, but the training split has no "
+                       "JSONL rows to measure; set config.text_len")
+    return text_len
+  longest, p99 = int(lengths.max()), int(math.ceil(np.percentile(lengths, 99)))
+  fits = -(-(longest - 1) // TEXT_LEN_MULTIPLE) * TEXT_LEN_MULTIPLE  # the trainer sees text_len + 1 tokens
+  if text_len == 0:
+    log.info("text_len %d from the data: the longest of %d training examples is %d tokens (p99 %d)", fits,
+             len(lengths), longest, p99)
+    return fits
+  truncated = int(np.sum(lengths > text_len + 1))
+  if truncated:
+    log.warning("text_len %d truncates %d of %d training examples (the longest is %d tokens, p99 %d): their "
+                "ends are not learned; set text_len %d to keep them whole, or 0 to size it from the data",
+                text_len, truncated, len(lengths), longest, p99, fits)
+  return text_len
 
 
 def local_batch_size(batch_size: int, process_count: int) -> int:

@@ -7,6 +7,7 @@ checkpoints written so far.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -18,7 +19,8 @@ from jax.experimental import multihost_utils
 
 from components import paligemma
 from components.common import sharding, train_checkpoints as checkpoints
-from components.finetune import autotune, data, flops, params, preemption as preemption_lib, state as state_lib
+from components.finetune import autotune, data, flops, overfit, params, preemption as preemption_lib
+from components.finetune import state as state_lib
 from components.finetune import workdir as wd
 from components.finetune import config as config_lib
 
@@ -79,7 +81,8 @@ def evaluate(eval_step, train_tree, frozen, config, data_dir, preprocess, batch_
 
 
 def train(config, workdir: str) -> dict:
-  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status", "model_name"}."""
+  """Runs (or resumes) a fine-tuning run. Returns {"step", "loss", "val_loss", "status", "model_name", "text_len",
+  "warnings"} (`warnings`: e.g. overfitting, also logged)."""
   # --- Setup: devices and mesh ---
   is_chief = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -96,12 +99,13 @@ def train(config, workdir: str) -> dict:
   if tokenizer.vocab_size > llm_cfg["vocab_size"]:
     raise ValueError(f"tokenizer {setup_source.tokenizer} has {tokenizer.vocab_size} pieces but the model's "
                      f"vocabulary is {llm_cfg['vocab_size']}; use the model's own tokenizer")
-  if is_chief:
-    _write_run_files(workdir, config, setup_source, wd.read_bytes(setup_source.tokenizer))
 
   # --- Data: one version of the dataset directory for the whole run, even if a convert replaces it ---
   dataset = data.pin_dataset(config.data_dir)
   data_dir = dataset.root
+  config.text_len = data.fit_text_len(config.text_len, data.token_lengths(data_dir, config.train_split, tokenizer))
+  if is_chief:  # config.json holds the text_len trained with
+    _write_run_files(workdir, config, setup_source, wd.read_bytes(setup_source.tokenizer))
   n_train = data.num_examples(data_dir, config.train_split)
   total_steps = _total_steps(config, n_train)
   image_size = paligemma.configs.image_size(setup_source.model_cfg)
@@ -134,6 +138,8 @@ def train(config, workdir: str) -> dict:
 
   # --- Memory: the train step compiled before the first step; "auto" picks the fastest that fits ---
   limit = autotune.memory_limit(list(mesh.devices.flat), config.memory_limit_gib)
+  log.info("compiling the train step (%s, batch %d, text_len %d, remat %s) ...", setup_source.name,
+           config.batch_size, config.text_len, config.remat_policy)
   decision = state_lib.tune_train_step(setup, config, limit)
   setup = state_lib.with_remat(setup, config, decision.remat_policy)  # the eval step's model: the same
   if is_chief:
@@ -150,6 +156,8 @@ def train(config, workdir: str) -> dict:
   metrics = wd.MetricsLog(workdir, resume_step=start, enabled=is_chief)
   preemption = preemption_lib.Preemption()
   last_saved, loss, val_loss, status = start, float("nan"), None, "done"
+  recent_losses = collections.deque(maxlen=max(1, config.log_every))  # the training loss beside a validation
+  validations = []  # overfit.Point per validation
   window_start, window_steps, t0 = time.perf_counter(), 0, time.perf_counter()
 
   def save(step, val=None, force=False):
@@ -165,6 +173,7 @@ def train(config, workdir: str) -> dict:
         batch = _global_batch(next(train_iter), batch_sharding)
         state, step_metrics = train_step(state, frozen, batch)
         loss = float(step_metrics["loss"])
+        recent_losses.append(loss)
         if not math.isfinite(loss):
           good = ckpts.latest_verified()  # named only once its checksums verify
           raise TrainingDiverged(
@@ -196,6 +205,8 @@ def train(config, workdir: str) -> dict:
           eval_start = time.perf_counter()
           val_loss = evaluate(eval_step, state["train"], frozen, config, data_dir, preprocess, batch_sharding)
           log.info("step %d/%d | validation loss %.4f", step, total_steps, val_loss)
+          if val_loss is not None:
+            validations.append(overfit.Point(step, float(np.mean(recent_losses)), val_loss))
           metrics.write(step, val_loss=val_loss)
           metrics.flush()
           save(step, val=val_loss, force=True)
@@ -217,5 +228,8 @@ def train(config, workdir: str) -> dict:
     finally:
       preemption.restore()
   log.info("finished at step %d in %.0f s (%s)", int(state["step"]), time.perf_counter() - t0, status)
+  warnings = [w for w in [overfit.warning(validations)] if w]
+  for w in warnings:
+    log.warning("%s", w)
   return {"step": int(state["step"]), "loss": loss, "val_loss": val_loss, "status": status,
-          "model_name": setup_source.name}
+          "model_name": setup_source.name, "text_len": config.text_len, "warnings": warnings}

@@ -23,6 +23,7 @@ from components.common.atomic import write_atomic
 
 NUM_LOC, NUM_SEG = 1024, 128
 _SPECIALS = 4 + 1 + 256  # pad/eos/bos/unk, "\n", byte pieces
+MIN_VOCAB_SIZE = _SPECIALS + 16 + NUM_LOC + NUM_SEG  # the smallest vocab_size train_small_tokenizer accepts
 _CONTROL, _USER_DEFINED = 3, 4  # ModelProto.SentencePiece.Type
 
 
@@ -32,10 +33,10 @@ def train_small_tokenizer(out_path: str, texts: Iterable[str] | None = None, voc
   Deterministic: the same texts and vocab_size give the same bytes. Returns out_path.
   """
   learned = vocab_size - NUM_LOC - NUM_SEG
-  if learned < _SPECIALS + 16:
+  if vocab_size < MIN_VOCAB_SIZE:
     raise ValueError(f"vocab_size {vocab_size} is too small: it must hold {_SPECIALS} special/byte pieces, "
                      f"at least 16 learned pieces and {NUM_LOC + NUM_SEG} loc/seg pieces "
-                     f"(use >= {_SPECIALS + 16 + NUM_LOC + NUM_SEG})")
+                     f"(use >= {MIN_VOCAB_SIZE})")
   sentences = list(default_corpus() if texts is None else texts)
   if not any(s.strip() for s in sentences):
     raise ValueError("train_small_tokenizer needs some non-empty texts")

@@ -107,17 +107,16 @@ def iter_arrays(path: str, expected: Mapping[str, tuple[int, ...]] | None = None
     for name, (shape, _) in headers.items():
       _check_shape(name, shape, tuple(expected[name]), path)
   with _open_zip(path, _DATA_BLOCK) as zf:  # large blocks: one request per block on object stores
-    total = sum(zf.getinfo(m).file_size for m in members.values())
-    done, start = 0, time.monotonic()
+    progress = _Progress(f"read {path}", sum(zf.getinfo(m).file_size for m in members.values()))
     for name, member in members.items():
       array = _read_data(zf, member, name, path, headers[name][0])
       if expected is not None and array.shape != tuple(expected[name]):
         log.info("resampling %s from %s to %s (bilinear, as big_vision)", name, array.shape, expected[name])
         array = resample_posemb(array, expected[name][1])
-      done += zf.getinfo(member).file_size
-      _log_progress(f"read {path}", name, done, total, start)
+      progress.update(name, zf.getinfo(member).file_size)
       yield name, array
       del array  # before reading the next one: a caller that dropped it holds no host copy
+    progress.finish()
 
 
 def read_shapes(path: str) -> dict[str, tuple[int, ...]]:
@@ -278,11 +277,31 @@ def resample_posemb(posemb: np.ndarray, num_tokens: int) -> np.ndarray:
   return grid.reshape(1, g_new * g_new, -1).astype(posemb.dtype)
 
 
-def _log_progress(what: str, name: str, done: int, total: int, start: float) -> None:
-  elapsed = max(time.monotonic() - start, 1e-9)
-  rate = done / elapsed
-  eta = (total - done) / rate if rate else float("inf")
-  log.info("%s: %s (%.2f/%.2f GB, %.0f MB/s, ETA %.0f s)", what, name, done / 1e9, total / 1e9, rate / 1e6, eta)
+PROGRESS_SECONDS = 10.0  # at INFO, one progress line per this many seconds of a long read/write
+
+
+class _Progress:
+  """Progress of reading/writing a checkpoint: a line per array at DEBUG; at INFO one line per
+  PROGRESS_SECONDS while it runs and one when it is done (`finish`)."""
+
+  def __init__(self, what: str, total: int):
+    self.what, self.total, self.done, self.arrays = what, total, 0, 0
+    self.start = self._last = time.monotonic()
+
+  def update(self, name: str, nbytes: int) -> None:
+    self.done, self.arrays = self.done + nbytes, self.arrays + 1
+    now = time.monotonic()
+    rate = self.done / max(now - self.start, 1e-9)
+    eta = (self.total - self.done) / rate if rate else float("inf")
+    level = logging.INFO if now - self._last >= PROGRESS_SECONDS and self.done < self.total else logging.DEBUG
+    if level == logging.INFO:
+      self._last = now
+    log.log(level, "%s: %s (%.2f/%.2f GB, %.0f MB/s, ETA %.0f s)", self.what, name, self.done / 1e9,
+            self.total / 1e9, rate / 1e6, eta)
+
+  def finish(self) -> None:
+    log.info("%s: %d arrays, %.2f GB in %.1f s", self.what, self.arrays, self.done / 1e9,
+             time.monotonic() - self.start)
 
 
 def save(params: Mapping[str, Any], path: str, dtype: str | np.dtype | None = None) -> str:
@@ -310,8 +329,8 @@ def _float_dtype(dtype) -> np.dtype:
 
 def _write_npz(f, flat: Mapping[str, Any], cast: np.dtype | None, path: str) -> None:
   """What `np.savez` writes (stored zip, one `.npy` per array), converting one array at a time."""
-  total = sum(np.dtype(v.dtype if cast is None else cast).itemsize * int(np.size(v)) for v in flat.values())
-  done, start = 0, time.monotonic()
+  progress = _Progress(f"write {path}", sum(np.dtype(v.dtype if cast is None else cast).itemsize * int(np.size(v))
+                                            for v in flat.values()))
   with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
     for name, value in flat.items():
       array = np.asarray(value)  # also brings a jax array to host, one at a time
@@ -321,5 +340,5 @@ def _write_npz(f, flat: Mapping[str, Any], cast: np.dtype | None, path: str) -> 
         array = array.astype(cast, copy=False)
       with zf.open(name + ".npy", "w", force_zip64=True) as member:
         np.lib.format.write_array(member, array, allow_pickle=False)
-      done += array.nbytes
-      _log_progress(f"write {path}", name, done, total, start)
+      progress.update(name, array.nbytes)
+  progress.finish()

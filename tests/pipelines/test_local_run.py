@@ -11,13 +11,16 @@
 """
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::FutureWarning")]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAX_DEMO_LINES = 150  # issue 14: the demo's whole output
 TINY = dict(total_steps=2, batch_size=8, eval_limit=4)  # batch: a multiple of the 8 test devices
 
 
@@ -161,17 +164,41 @@ def test_pipelines_local_end_to_end(tmp_path):
 
 
 def test_default_demo_learns(tmp_path):
-  """The issue's bar: `python -m pipelines.local` with no arguments learns the synthetic detection task.
+  """The issue's bar: `python -m pipelines.local` with no arguments learns the synthetic detection task; its
+  output, in a file (as in a CI log or `| tee`), is short (< MAX_DEMO_LINES lines) and live: finetune's
+  progress lines reach the file while it trains, not all at once when the step ends.
 
   The 15-minute budget is measured and printed (benchmarks/RESULTS.md records it), not asserted: CI machines
   run other tests beside this one."""
-  out = tmp_path / "run"
-  result = subprocess.run([sys.executable, "-m", "pipelines.local", "--output", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=3600)
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  out, log_path = tmp_path / "run", tmp_path / "demo.log"
+  first_progress = finetune_done = None
+  with open(log_path, "w") as log:
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.local", "--output", str(out)], cwd=REPO,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+      while process.poll() is None:
+        text, now = log_path.read_text(), time.monotonic()
+        if first_progress is None and re.search(r"step \d+/\d+ \| loss", text):
+          first_progress = now
+        if finetune_done is None and re.search(r"Task \S*finetune\S* finished", text):
+          finetune_done = now
+        time.sleep(0.5)
+    finally:
+      if process.poll() is None:
+        process.kill()
+  text = log_path.read_text()
+  assert process.returncode == 0, text[-3000:]
   summary = json.loads((out / "summary.json").read_text())
   base, tuned = summary["base"]["map50"], summary["tuned"]["map50"]
-  print(f"default demo: base mAP@0.5 {base:.3f}, tuned {tuned:.3f}, pipeline {summary['pipeline_seconds']:.0f}s")
+  lines = text.splitlines()
+  print(f"default demo: base mAP@0.5 {base:.3f}, tuned {tuned:.3f}, pipeline {summary['pipeline_seconds']:.0f}s, "
+        f"{len(lines)} lines of output")
   assert tuned >= 0.5, summary["tuned"]
   assert tuned >= base + 0.3, (base, tuned)
   assert summary["gate"]["passed"] is True and summary["exported_model"]
+  assert len(lines) < MAX_DEMO_LINES, text
+  assert "compiling the train step" in text
+  assert first_progress is not None and finetune_done is not None
+  assert finetune_done - first_progress > 10, "finetune's progress reached the file only when the step ended"
+  assert not re.search(r"libtpu|INVALID_ARGUMENT|Given directory is read only|executor_input", text)
+  assert os.path.exists(summary["log"])
