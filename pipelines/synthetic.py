@@ -1,4 +1,4 @@
-"""The offline demo's inputs: a synthetic detection dataset and a small random-init PaliGemma.
+"""The offline demo's inputs: a synthetic detection (or segmentation) dataset and a small random-init PaliGemma.
 
 The dataset is a COCO export in Roboflow's layout (`{train,valid}/_annotations.coco.json`, images beside),
 the same thing a user uploads, so the demo runs the real convert step. Each image holds 1-2 shapes
@@ -59,21 +59,32 @@ def _image(rng: np.random.Generator, size: int, classes: tuple[str, ...], grid: 
 def make_detection_dataset(out_dir: str, *, train: int, valid: int, image_size: int, seed: int = 0,
                            classes: tuple[str, ...] = CLASSES, grid: int = 1) -> str:
   """Writes a Roboflow-style COCO export with `train` and `valid` images; returns `out_dir`."""
+  def example(rng):
+    image, objects = _image(rng, image_size, classes, grid)
+    return image, [{"category": shape, "bbox": [x, y, w, h], "area": w * h} for shape, (x, y, w, h) in objects]
+
+  return _write_coco_export(out_dir, {"train": train, "valid": valid}, classes, example, seed)
+
+
+def _write_coco_export(out_dir: str, counts: dict[str, int], classes: tuple[str, ...], example, seed: int) -> str:
+  """`{split}/_annotations.coco.json` + PNG images beside (Roboflow's COCO layout); `example(rng)` draws one
+  image and its annotations (`category` a class name, COCO's other fields as they are)."""
   rng = np.random.default_rng(seed)
   categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(classes)]
   category_id = {c["name"]: c["id"] for c in categories}
-  for split, count in (("train", train), ("valid", valid)):
+  for split, count in counts.items():
     split_dir = os.path.join(out_dir, split)
     os.makedirs(split_dir, exist_ok=True)
     images, annotations = [], []
     for i in range(count):
-      image, objects = _image(rng, image_size, classes, grid)
+      image, objects = example(rng)
       file_name = f"{split}_{i:05d}.png"
       image.save(os.path.join(split_dir, file_name))
-      images.append({"id": i, "file_name": file_name, "width": image_size, "height": image_size})
-      for shape, (x, y, w, h) in objects:
-        annotations.append({"id": len(annotations), "image_id": i, "category_id": category_id[shape],
-                            "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+      images.append({"id": i, "file_name": file_name, "width": image.width, "height": image.height})
+      for obj in objects:
+        fields = {k: v for k, v in obj.items() if k != "category"}
+        annotations.append({"id": len(annotations), "image_id": i, "category_id": category_id[obj["category"]],
+                            **fields, "iscrowd": 0})
     with open(os.path.join(split_dir, "_annotations.coco.json"), "w") as f:
       json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
   return out_dir
@@ -144,6 +155,27 @@ def segmentation_image(rng: np.random.Generator, size: int, classes: tuple[str, 
     objects = [(c, m & ~drawn, n) for c, m, n in objects] + [(shape, drawn, int(drawn.sum()))]
   kept = [(c, m) for c, m, n in objects if m.sum() >= 0.2 * n]
   return image, sorted(kept, key=lambda o: int(np.flatnonzero(o[1].any(axis=0))[0]))
+
+
+def make_segmentation_dataset(out_dir: str, *, train: int, valid: int, image_size: int, seed: int = 0,
+                              classes: tuple[str, ...] = SEGMENT_CLASSES, max_objects: int = 3) -> str:
+  """Writes a Roboflow-style COCO instance-segmentation export (`{train,valid}/_annotations.coco.json`, PNG
+  images beside) of `segmentation_image`s; returns `out_dir`. Each object's `segmentation` is its visible mask
+  as COCO compressed RLE (occluded shapes are not polygons), `bbox` and `area` those of that mask:
+  `python -m components.convert --format coco --task segment` reads it."""
+  from pycocotools import mask as mask_utils
+
+  def example(rng):
+    image, objects = segmentation_image(rng, image_size, classes, max_objects)
+    annotations = []
+    for shape, mask in objects:
+      rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+      annotations.append({"category": shape, "segmentation": {"size": [int(v) for v in rle["size"]],
+                                                              "counts": rle["counts"].decode()},
+                          "bbox": [float(v) for v in mask_utils.toBbox(rle)], "area": int(mask.sum())})
+    return image, annotations
+
+  return _write_coco_export(out_dir, {"train": train, "valid": valid}, classes, example, seed)
 
 
 def segmentation_masks64(count: int, *, seed: int = 0, image_size: int = 96) -> np.ndarray:

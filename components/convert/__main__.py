@@ -16,14 +16,16 @@ from components.convert.storage import OutputBusyError
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="python -m components.convert",
-      description="Turn labelled images (Roboflow/big_vision JSONL, COCO, YOLO, VOC, Hugging Face, CSV) into a "
+      description="Turn labelled images (Roboflow/big_vision JSONL, COCO, YOLO, VOC, Hugging Face, CSV, mask PNGs) into a "
                   "PaliGemma dataset directory: {train,valid,test}.jsonl, images/, records/, report.json.")
   p.add_argument("--input", required=True, help="dataset folder or file, gs://..., or (hf) a hub dataset name")
   p.add_argument("--format", required=True, choices=FORMATS)
   p.add_argument("--task", required=True, choices=TASKS)
   p.add_argument("--output", required=True, help="output folder (local or gs://); re-running replaces it")
-  p.add_argument("--classes", nargs="+", help="detection classes in prompt order (space- or comma-separated); "
-                                              "boxes of other classes are dropped. Default: the dataset's classes")
+  p.add_argument("--classes", nargs="+", help="detect/segment classes in prompt order (space- or comma-separated); "
+                                              "boxes or masks of other classes are dropped. Default: the dataset's")
+  p.add_argument("--vqvae", help="segment: the mask codec writing the <seg> tokens, a VQ-VAE .npz (vae-oid.npz) or a "
+                                 "model directory downloaded with --vqvae (its model.json names the codec)")
   p.add_argument("--splits", default="train=0.8,valid=0.1,test=0.1",
                  help="fractions for sources without splits (splits in the source are kept)")
   p.add_argument("--seed", type=int, default=0, help="seed of the split hash (changing it re-deals the splits)")
@@ -48,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> ConvertConfig:
       splits=parse_splits(args.splits), seed=args.seed, strict=args.strict, workers=args.workers,
       max_pixels=args.max_pixels, max_side=args.max_side, image_format=args.image_format,
       examples_per_shard=args.examples_per_shard, tokenizer=args.tokenizer, text_len=args.text_len,
-      bbox_format=args.bbox_format, progress=not args.no_progress)
+      bbox_format=args.bbox_format, progress=not args.no_progress, vqvae=args.vqvae)
 
 
 def main(argv=None) -> int:

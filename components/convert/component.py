@@ -18,8 +18,9 @@ from components.common.images import image_uri
 def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Output[Dataset], classes: str = "",
                      splits: str = "train=0.8,valid=0.1,test=0.1", seed: int = 0, strict: bool = False,
                      workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128,
-                     source_fingerprint: str = "") -> str:
-  """Labelled images (paligemma-jsonl, coco, yolo, voc, hf, csv) -> a PaliGemma dataset directory."""
+                     source_fingerprint: str = "", vqvae: str = "") -> str:
+  """Labelled images (paligemma-jsonl, coco, yolo, voc, hf, csv, mask-png) -> a PaliGemma dataset directory.
+  `vqvae` (task segment): the mask codec .npz, or a model directory whose model.json names one."""
   import json
 
   from components.common.artifacts import location
@@ -27,7 +28,7 @@ def _convert_dataset(input_uri: str, data_format: str, task: str, dataset: Outpu
 
   report = run_convert(input_uri, data_format, task, location(dataset), classes=classes, splits=splits, seed=seed,
                        strict=strict, workers=workers, max_side=max_side, tokenizer_uri=tokenizer_uri,
-                       text_len=text_len)
+                       text_len=text_len, vqvae=vqvae)
   summary = json.loads(report)
   dataset.metadata.update({"source": input_uri, "format": data_format, "task": task, "counts": summary["counts"],
                            "rejected": len(summary["rejected"]), "repaired": len(summary["repaired"]),

@@ -23,7 +23,7 @@ import tempfile
 from tqdm import tqdm
 
 from components.common import records
-from components.convert import report as report_lib, splits, storage
+from components.convert import report as report_lib, segment, splits, storage
 from components.convert.images import DEFAULT_MAX_PIXELS
 from components.convert.locations import check_class_name, detect_prefix
 from components.convert.readers import FORMATS, READERS
@@ -32,7 +32,7 @@ from components.convert.rows import SPLITS, Issue, Source
 from components.convert.worker import ImageOptions, Task, TaskResult, run_task
 
 log = logging.getLogger("components.convert")
-TASKS = ("detect", "caption", "vqa", "ocr")
+TASKS = ("detect", "segment", "caption", "vqa", "ocr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ConvertConfig:
   format: str
   task: str
   output: str
-  classes: tuple[str, ...] | None = None  # detection: the class list and its order (default: the dataset's)
+  classes: tuple[str, ...] | None = None  # detect/segment: the classes and their order (default: the dataset's)
   splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
   seed: int = 0
   strict: bool = False
@@ -55,6 +55,7 @@ class ConvertConfig:
   bbox_format: str = "xywh"  # hf only
   progress: bool = True
   layout: str = "versioned"  # or "plain": a KFP step's own output artifact (storage.py)
+  vqvae: str | None = None  # segment: the mask codec (.npz, or a model directory whose model.json names one)
 
   def __post_init__(self):
     if self.format not in FORMATS:
@@ -89,14 +90,18 @@ def convert(cfg: ConvertConfig) -> dict:
   output = None
   try:
     output = storage.open_output(cfg.output, scratch, versioned=cfg.layout == "versioned")  # fails fast if busy
+    codec = segment.load_codec(cfg.vqvae) if cfg.task == "segment" else None
     source = READERS[cfg.format](storage.fetch_input(cfg.input, scratch), cfg.task,
                                  scratch=os.path.join(scratch, "hf"), bbox_format=cfg.bbox_format)
-    account_duplicates(source, cfg.task)  # duplicate rows and boxes: reported, never merged silently
-    classes = _resolve_classes(cfg, source) if cfg.task == "detect" else None
+    _check_labels(source)
+    classes = segment.rows_by_class(source, cfg.classes) if cfg.task == "segment" else None
+    account_duplicates(source, cfg.task)  # duplicate rows, boxes and masks: reported, never merged silently
+    classes = _resolve_classes(cfg, source) if cfg.task == "detect" else classes
     _fail_if_strict(cfg, source.issues)
     staging = output.staging
-    results = _run_tasks(cfg, _tasks(source, ".png" if cfg.image_format == "png" else ".jpg"), staging)
-    examples, issues = _collect(results, classes, source.issues)
+    finish = functools.partial(segment.encode_suffixes, codec=codec) if codec is not None else None
+    results = _run_tasks(cfg, _tasks(source, ".png" if cfg.image_format == "png" else ".jpg"), staging, finish)
+    examples, issues = _collect(results, classes if cfg.task == "detect" else None, source.issues)
     _fail_if_strict(cfg, issues)
     if not examples:
       raise ConversionError(_no_rows_message(cfg, issues))
@@ -124,15 +129,19 @@ def convert(cfg: ConvertConfig) -> dict:
       shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _resolve_classes(cfg: ConvertConfig, source: Source) -> list[str]:
-  """The class list of the detect prompt; objects of other classes are dropped (and reported) when
-  `--classes` restricts them. Names that would break the loc text are an error naming their row."""
+def _check_labels(source: Source) -> None:
+  """Box and mask labels that would break the loc text are an error naming their row."""
   for row in source.rows:
-    for obj in row.objects or ():
+    for item in [*(row.objects or ()), *(row.masks or ())]:
       try:
-        obj.label = check_class_name(obj.label)
+        item.label = check_class_name(item.label)
       except ValueError as e:
         raise ConversionError(f"{row.file}, row {row.row} (image {row.image}): {e}") from None
+
+
+def _resolve_classes(cfg: ConvertConfig, source: Source) -> list[str]:
+  """The class list of the detect prompt; objects of other classes are dropped (and reported) when
+  `--classes` restricts them."""
   used = [o.label for r in source.rows for o in r.objects or ()]
   if cfg.classes:
     classes = [check_class_name(c) for c in cfg.classes]
@@ -183,26 +192,29 @@ def _tasks(source: Source, ext: str) -> list[Task]:
   return tasks
 
 
-def _run_tasks(cfg: ConvertConfig, tasks: list[Task], staging: str) -> list[TaskResult]:
+def _run_tasks(cfg: ConvertConfig, tasks: list[Task], staging: str, finish=None) -> list[TaskResult]:
+  """Runs the tasks in worker processes; `finish(result)`, when given, runs here on each result as it arrives."""
   options = ImageOptions(cfg.max_pixels, cfg.max_side, cfg.image_format)
   work = functools.partial(run_task, staging_dir=staging, options=options)
   workers = min(cfg.workers or len(os.sched_getaffinity(0)), max(1, len(tasks)))  # affinity: a container's cores
   bar = tqdm(total=len(tasks), unit="img", desc="converting", disable=not cfg.progress)
   try:
     if workers == 1:
-      return [_tick(bar, work(t)) for t in tasks]
+      return [_tick(bar, work(t), finish) for t in tasks]
     # forkserver: workers do not inherit the parent's threads (jax, gcsfs); with the worker module
     # preloaded in the server, each worker is a cheap fork instead of a fresh interpreter importing it.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["components.convert.worker"])
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
       chunk = max(1, min(64, len(tasks) // (workers * 8)))
-      return [_tick(bar, r) for r in pool.map(work, tasks, chunksize=chunk)]
+      return [_tick(bar, r, finish) for r in pool.map(work, tasks, chunksize=chunk)]
   finally:
     bar.close()
 
 
-def _tick(bar, result):
+def _tick(bar, result, finish=None):
+  if finish is not None and result.error is None:
+    finish(result)
   bar.update(1)
   return result
 
@@ -218,11 +230,14 @@ def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> 
       continue
     for k, row_result in enumerate(result.rows):
       row = row_result.row
+      if row_result.rejected:
+        issues.append(Issue(row.file, row.row, row_result.rejected, image=task.image))
+        continue
       notes = result.image_notes + row_result.repairs
       if notes:
         issues.append(Issue(row.file, row.row, "; ".join(notes), action="repaired", image=task.image))
       example = {"image": task.out_image, "source_image": splits.source_key(task.image), "prefix": prefix if prefix is not None else row.prefix,
-                 "suffix": row_result.suffix if row.objects is not None else row.suffix,
+                 "suffix": row_result.suffix if row.objects is not None or row.masks is not None else row.suffix,
                  "id": f"{posixpath.splitext(task.out_image)[0][len('images/'):]}:{k}",
                  "width": result.width, "height": result.height,
                  "source_width": result.source_size[0], "source_height": result.source_size[1]}
@@ -230,6 +245,8 @@ def _collect(results: list[TaskResult], classes, source_issues: list[Issue]) -> 
         example["source_id"] = row.source_id
       if row_result.objects is not None:
         example["objects"] = row_result.objects
+      if row_result.masks is not None:
+        example["masks"] = row_result.masks
       examples.append((example, row.split))
   return examples, issues
 

@@ -40,10 +40,16 @@ def resolve_inside(root: str, relpath: str) -> str:
 
 def orient_box(box, orientation: int, width: int, height: int) -> tuple[float, float, float, float]:
   """A box (x1, y1, x2, y2) in the stored `width x height` grid -> the grid after `ImageOps.exif_transpose`."""
-  x1, y1, x2, y2 = box
+  xs, ys = orient_points(np.array([box[0], box[2]], np.float64), np.array([box[1], box[3]], np.float64),
+                         orientation, width, height)
+  return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def orient_points(xs: np.ndarray, ys: np.ndarray, orientation: int, width: int, height: int):
+  """Points (x, y) in the stored `width x height` grid -> the grid after `ImageOps.exif_transpose`."""
   w, h = width, height
   # Where each EXIF orientation sends a point (x, y), matching the Pillow transpose exif_transpose uses.
-  point = {
+  return {
       1: lambda x, y: (x, y),
       2: lambda x, y: (w - x, y),  # FLIP_LEFT_RIGHT
       3: lambda x, y: (w - x, h - y),  # ROTATE_180
@@ -52,9 +58,7 @@ def orient_box(box, orientation: int, width: int, height: int) -> tuple[float, f
       6: lambda x, y: (h - y, x),  # ROTATE_270 (90 degrees clockwise)
       7: lambda x, y: (h - y, w - x),  # TRANSVERSE
       8: lambda x, y: (y, w - x),  # ROTATE_90 (90 degrees counter-clockwise)
-  }[orientation]
-  (ax, ay), (bx, by) = point(x1, y1), point(x2, y2)
-  return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+  }[orientation](xs, ys)
 
 
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:

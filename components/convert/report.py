@@ -27,7 +27,7 @@ def build(cfg, by_split: dict[str, list[dict]], classes: list[str] | None, issue
   if classes is not None:
     report["classes"] = classes
     for split in SPLITS:
-      counts = collections.Counter(o["label"] for e in by_split[split] for o in e.get("objects", ()))
+      counts = collections.Counter(o["label"] for e in by_split[split] for o in e.get("objects") or e.get("masks") or ())
       report["splits"][split]["objects"] = {c: counts.get(c, 0) for c in classes}
   if source_categories:  # COCO's category ids, so that detector outputs naming them can be scored
     report["source_categories"] = {str(k): v for k, v in source_categories.items()}

@@ -28,6 +28,16 @@ class Obj:
 
 
 @dataclasses.dataclass
+class Mask:
+  """One instance mask as the source gives it (segmentation); `where` names it in the report."""
+  label: str
+  kind: str  # "polygons": [[x, y, x, y, ...], ...]; "rle": a COCO RLE dict; "png": a file relative to the root
+  data: object
+  where: str
+  normalized: bool = False  # polygons in [0, 1] units of the image (YOLO-seg); False: pixels
+
+
+@dataclasses.dataclass
 class Row:
   image: str  # image file, relative to the dataset root ('/'-separated)
   file: str  # the annotation file the row came from (relative to the root), for the report
@@ -38,6 +48,10 @@ class Row:
   prefix: str | None = None  # None for detection: built from the class list
   suffix: str | None = None  # None for detection: built from `objects` after image hygiene
   objects: list[Obj] | None = None  # detection only
+  masks: list[Mask] | None = None  # segmentation from masks (the suffix is built from them after image hygiene)
+  # The suffix holds positions in the image (a <loc>/<seg> answer passed through): such a row cannot follow
+  # an EXIF rotation of its image.
+  text_has_locations: bool = False
   declared_size: tuple[int, int] | None = None  # (width, height) the annotation file says the image has
   source_id: int | str | None = None  # the source's own id of the image (COCO's image id), for scoring
   repairs: list[str] = dataclasses.field(default_factory=list)  # fixes made while reading

@@ -8,7 +8,8 @@ import json
 
 def run_convert(input_uri: str, data_format: str, task: str, output_uri: str, classes: str = "",
                 splits: str = "train=0.8,valid=0.1,test=0.1", seed: int = 0, strict: bool = False,
-                workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128) -> str:
+                workers: int = 0, max_side: int = 0, tokenizer_uri: str = "", text_len: int = 128,
+                vqvae: str = "") -> str:
   """Runs the conversion with KFP-friendly scalar arguments ("" / 0 = default); returns the report as JSON.
 
   The output is the task's own artifact, which KFP publishes whole after the task: the plain layout
@@ -19,5 +20,5 @@ def run_convert(input_uri: str, data_format: str, task: str, output_uri: str, cl
       input=input_uri, format=data_format, task=task, output=output_uri,
       classes=tuple(c.strip() for c in classes.split(",") if c.strip()) or None,
       splits=parse_splits(splits), seed=seed, strict=strict, workers=workers, max_side=max_side or None,
-      tokenizer=tokenizer_uri or None, text_len=text_len, progress=False, layout="plain"))
+      tokenizer=tokenizer_uri or None, text_len=text_len, progress=False, layout="plain", vqvae=vqvae or None))
   return json.dumps(report)

@@ -9,7 +9,9 @@ import dataclasses
 import math
 import os
 
-from components.convert import images
+import numpy as np
+
+from components.convert import images, masks as masks_lib
 from components.convert.locations import boxes_to_loc_text
 from components.convert.rows import Issue, Row, RowError
 
@@ -34,7 +36,12 @@ class RowResult:
   row: Row
   suffix: str | None = None  # detection: the loc text; other tasks keep `row.suffix`
   objects: list[dict] | None = None  # detection: [{"label", "box": [x1, y1, x2, y2]}] in written pixels
+  # segmentation from masks: [{"label", "box": [y1, x1, y2, x2] normalised, "rle"}] in written pixels, and
+  # float32[N, 64, 64] what the codec encodes of each (the parent encodes them: `segment.encode_suffix`)
+  masks: list[dict] | None = None
+  crops: np.ndarray | None = None
   repairs: list[str] = dataclasses.field(default_factory=list)
+  rejected: str | None = None  # the row cannot be used (its image can): why
 
 
 @dataclasses.dataclass
@@ -68,13 +75,41 @@ def run_task(task: Task, staging_dir: str, options: ImageOptions) -> TaskResult:
   result = TaskResult(task, width=image.width, height=image.height, source_size=oriented_size, image_notes=notes)
   for row in task.rows:
     row_result = RowResult(row, repairs=list(row.repairs))
+    geometry = _Geometry(stored_size, oriented_size, image.size, orientation, row.declared_size)
+    if row.text_has_locations and orientation != 1:
+      row_result.rejected = (f"the image has EXIF orientation {orientation} (shown rotated or flipped) and the answer "
+                             "holds positions (<loc>/<seg>) that cannot follow it; export the image upright")
+    if row.masks is not None:
+      _fix_masks(task, row, geometry, row_result)
     if row.objects is not None:
-      geometry = _Geometry(stored_size, oriented_size, image.size, orientation, row.declared_size)
       row_result.objects = _fix_boxes(row, geometry, row_result.repairs)
       row_result.suffix = boxes_to_loc_text(
           [o["box"] for o in row_result.objects], [o["label"] for o in row_result.objects], image.width, image.height)
     result.rows.append(row_result)
   return result
+
+
+def _fix_masks(task: Task, row: Row, geometry: "_Geometry", result: RowResult) -> None:
+  """Each mask in written pixels, its tight box and its 64x64 crop; unusable masks dropped and reported,
+  a row left with none rejected."""
+  # (numpy functions; imported here so that the workers of other tasks do not import the model library)
+  from components.paligemma.segmentation import crop_resize_mask, mask_box
+
+  kept, crops, dropped = [], [], []
+  for m in row.masks:
+    try:
+      mask = masks_lib.to_written(m, task.root, geometry)
+    except (masks_lib.MaskError, RowError) as e:
+      dropped.append(f"mask {m.where} ({m.label!r}) dropped: {e}")
+      continue
+    box = mask_box(mask)
+    crops.append(crop_resize_mask(mask, box))
+    kept.append({"label": m.label, "box": [float(v) for v in box], "rle": masks_lib.rle(mask)})
+  result.repairs += dropped
+  if not kept:
+    result.rejected = "no usable mask: " + "; ".join(dropped)
+    return
+  result.masks, result.crops = kept, np.stack(crops)
 
 
 @dataclasses.dataclass

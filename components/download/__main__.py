@@ -7,7 +7,7 @@ import sys
 from components.download import secrets
 from components.download.core import RETRIES, download_model
 from components.download.errors import DownloadError
-from components.download.sources import DEFAULT_TOKENIZER, DTYPES
+from components.download.sources import DEFAULT_TOKENIZER, DEFAULT_VQVAE, DTYPES
 
 EPILOG = """\
 sources:
@@ -27,6 +27,8 @@ examples:
   python -m components.download --model hf://google/paligemma2-3b-mix-224 --output /models/mix
   python -m components.download --model gs://bucket/pg/model.npz --tokenizer gs://bucket/pg/tokenizer.model \\
       --output /models/mine        # a bare .npz: model.json from its array shapes
+  python -m components.download --model paligemma2-3b-mix-224 --vqvae --output /models/seg
+                                   # + the released mask codec, for --task segment (model.json "vqvae")
 
 model.json: from the released name, an hf:// config.json or the model.json beside the source, else inferred
 from the checkpoint's array shapes (Gemma 1/2, sizes, vocabulary, image size; the name as the model library
@@ -46,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--source", help="kaggle (default), gcs, hf, or a URI holding the weights of --model NAME")
   parser.add_argument("--tokenizer",
                       help=f"tokenizer URI (default: the one beside the checkpoint, else {DEFAULT_TOKENIZER})")
+  parser.add_argument("--vqvae", nargs="?", const=DEFAULT_VQVAE, metavar="URI",
+                      help="also fetch the mask codec segmentation needs (the VQ-VAE of the <seg> tokens) from URI, "
+                      f"any source kind above (hf://org/repo[@revision]/FILE for a hub file); alone: {DEFAULT_VQVAE}")
   parser.add_argument("--dtype", default="bfloat16", choices=DTYPES,
                       help="which published file to fetch (kaggle, gcs) or the dtype to convert to (hf)")
   parser.add_argument("--gcs-mirror", help="gs://BUCKET/PREFIX holding PREFIX/NAME/FILE copies of the Kaggle files "
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     download_model(args.model, args.output, args.source, args.tokenizer, args.dtype, gcs_mirror=args.gcs_mirror,
                    kaggle_credentials=args.kaggle_credentials, hf_credentials=args.hf_credentials,
                    cache_dir=args.cache_dir, retries=args.retries,
-                   gcs_chunk_mib=args.gcs_chunk_mib)
+                   gcs_chunk_mib=args.gcs_chunk_mib, vqvae=args.vqvae)
   except DownloadError as e:
     print(f"error: {secrets.redact(str(e))}", file=sys.stderr)
     return 1

@@ -16,15 +16,19 @@ from components.common.images import image_uri
 
 
 def _download_model_dir(model: str, model_dir: Output[Model], source: str = "", tokenizer: str = "",
-                        dtype: str = "bfloat16", kaggle_credentials_path: str = "", hf_credentials_path: str = ""):
-  """PaliGemma weights + tokenizer from Kaggle, GCS, the HF hub or a path -> a model directory."""
+                        dtype: str = "bfloat16", kaggle_credentials_path: str = "", hf_credentials_path: str = "",
+                        task: str = "", vqvae: str = ""):
+  """PaliGemma weights + tokenizer from Kaggle, GCS, the HF hub or a path -> a model directory. With `task`
+  segment (or a `vqvae` URI) the mask codec too: `vqvae`, default the released vae-oid.npz."""
   from components.common.artifacts import location
   from components.download.task import run_download
 
   model_json = run_download(model, location(model_dir), source=source, tokenizer=tokenizer, dtype=dtype,
-                            kaggle_credentials_path=kaggle_credentials_path, hf_credentials_path=hf_credentials_path)
+                            kaggle_credentials_path=kaggle_credentials_path, hf_credentials_path=hf_credentials_path,
+                            task=task, vqvae=vqvae)
   model_dir.metadata.update({"name": model_json["name"], "checkpoint": model_json["checkpoint"],
-                             "source": source or model})
+                             "source": source or model,
+                             **({"vqvae": model_json["vqvae"]} if model_json.get("vqvae") else {})})
 
 
 def make(image: str):

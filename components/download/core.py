@@ -4,7 +4,8 @@
     ->  manifest.json last (a directory with a manifest is complete)  ->  upload when DIR is gs://
 
 A model directory (docs/ARCHITECTURE.md): `<checkpoint>.npz`, `tokenizer.model`, `model.json` (the
-model_cfg plus `name` and `checkpoint`), `manifest.json` (`files`: name -> source, size, sha256, crc32c).
+model_cfg plus `name` and `checkpoint`), `manifest.json` (`files`: name -> source, size, sha256, crc32c);
+with `vqvae` (segmentation) also the mask codec, e.g. `vae-oid.npz`, named by model.json's `vqvae`.
 model.json comes from the released name, an hf:// checkpoint's config.json, the model.json beside the
 source, or else the checkpoint's own array shapes (`components.paligemma.infer_config`).
 """
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import posixpath
 import time
 
 import requests
@@ -21,9 +23,9 @@ from google.api_core import exceptions as gexc
 
 import components
 from components.download import files, gcs, hf, kaggle, secrets, sources, validate
-from components.download.model_dir import MODEL_JSON, TOKENIZER, ModelDir, read_if_file
+from components.download.model_dir import MANIFEST, MODEL_JSON, TOKENIZER, ModelDir, read_if_file
 from components.download.errors import ChecksumError, DownloadError, TransientError
-from components.download.sources import DEFAULT_TOKENIZER, Kind, Source
+from components.download.sources import DEFAULT_TOKENIZER, VQVAE_FILE, Kind, Source
 
 PACKAGE_VERSION = components.__version__
 RETRIES = 3
@@ -64,7 +66,7 @@ def plan(model: str, source: str | None = None, tokenizer: str | None = None, dt
   if _is_uri(model):
     if source is not None:
       raise DownloadError(f"--model is already a source ({model}); --source {source} is for a model NAME")
-    ckpt = _checkpoint_of_model_dir(sources.parse(model))
+    ckpt = _checkpoint_of_model_dir(_checkpoint_source(model))
     name = _name_of(ckpt)
     return Plan(ckpt, tok, name, _model_config(name) if name else None, _kaggle_file(ckpt, dtype), dtype)
   model_cfg = _model_config(model)
@@ -74,18 +76,31 @@ def plan(model: str, source: str | None = None, tokenizer: str | None = None, dt
                           "--source URI (kaggle://, gs://, hf:// or a path)")
     ckpt = sources.release_source(model, source or "kaggle", dtype, gcs_mirror)
   else:
-    ckpt = _checkpoint_of_model_dir(sources.parse(source))
+    ckpt = _checkpoint_of_model_dir(_checkpoint_source(source))
   return Plan(ckpt, tok, model, model_cfg, _kaggle_file(ckpt, dtype), dtype)
+
+
+def _checkpoint_source(uri: str) -> Source:
+  """A checkpoint's source; an hf:// checkpoint is a whole repo (a file of one is for the mask codec)."""
+  src = sources.parse(uri)
+  if src.kind is Kind.HF and sources.hf_file(src):
+    raise DownloadError(f"{uri}: an hf:// checkpoint is a transformers repo, hf://org/repo[@revision]; a single "
+                        "file of a repo is for --vqvae or --tokenizer")
+  return src
 
 
 def download_model(model: str, output: str, source: str | None = None, tokenizer: str | None = None,
                    dtype: str = "bfloat16", *, gcs_mirror: str | None = None, kaggle_credentials: str | None = None,
                    hf_credentials: str | None = None, cache_dir: str | None = None, retries: int = RETRIES,
-                   gcs_chunk_mib: int = gcs.CHUNK_BYTES // 2**20) -> str:
-  """Fills model directory `output` (local or gs://) and returns it. See the module docstring."""
+                   gcs_chunk_mib: int = gcs.CHUNK_BYTES // 2**20, vqvae: str | None = None) -> str:
+  """Fills model directory `output` (local or gs://) and returns it. See the module docstring.
+
+  `vqvae`: the mask codec's source (any kind a checkpoint may come from; segmentation needs it), fetched beside
+  the checkpoint, checked by the model library's loader and named in model.json's `vqvae`."""
   if retries < 1 or gcs_chunk_mib < 1:
     raise DownloadError(f"--retries ({retries}) and --gcs-chunk-mib ({gcs_chunk_mib}) must be at least 1")
   p = plan(model, source, tokenizer, dtype, gcs_mirror)
+  vqvae_source = sources.parse(vqvae) if vqvae else None
   if kaggle_credentials:
     kaggle.use_credentials_file(kaggle_credentials)
   opts = Options(hf.read_token_file(hf_credentials) if hf_credentials else None, gcs_chunk_mib * 2**20)
@@ -121,6 +136,18 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
   else:
     entries[TOKENIZER] = manifest["files"][TOKENIZER]
 
+  # The mask codec, when asked for: any source kind, like the checkpoint.
+  vqvae_name = None
+  if vqvae_source is not None:
+    vqvae_key = {"source": vqvae_source.uri, "dtype": None}
+    vqvae_name, stale = out.lookup(manifest, vqvae_key)
+    if vqvae_name is None or vqvae_name == ckpt_name:  # (the checkpoint's own URI given as the codec: refused)
+      vqvae_name, entry = _with_retries(lambda force: _fetch_vqvae(vqvae_source, out, opts, force, taken=ckpt_name),
+                                        vqvae_source.uri, retries, force=stale)
+      entries[vqvae_name] = {**entry, **vqvae_key}
+    else:
+      entries[vqvae_name] = manifest["files"][vqvae_name]
+
   # model.json, then the manifest that marks the directory complete.
   known = previous or (_model_json_beside(p.checkpoint) if p.model_cfg is None else None)
   name = p.name or (known or {}).get("name")
@@ -131,7 +158,8 @@ def download_model(model: str, output: str, source: str | None = None, tokenizer
     model_cfg, name = inferred.model_cfg, name or inferred.name
     log.info("%s: configuration inferred from its array shapes: %s", p.checkpoint.uri, name)
   name = name or ckpt_name.removesuffix(".npz")
-  files.write_json_atomic(out.local(MODEL_JSON), {**model_cfg, "name": name, "checkpoint": ckpt_name})
+  files.write_json_atomic(out.local(MODEL_JSON), {**model_cfg, "name": name, "checkpoint": ckpt_name,
+                                                  **({"vqvae": vqvae_name} if vqvae_name else {})})
   entries[MODEL_JSON] = {**_entry(out.local(MODEL_JSON)), "source": "generated"}
   for file_name in entries:
     out.publish(file_name, entries[file_name])
@@ -162,17 +190,38 @@ def _fetch_checkpoint(p: Plan, out: ModelDir, opts: Options, force: bool):
   return name, _entry(out.local(name)), None, None
 
 
-def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None) -> dict:
-  """Puts the single file `src` at `dest` atomically and returns its manifest entry."""
+def _fetch_vqvae(src: Source, out: ModelDir, opts: Options, force: bool, taken: str) -> tuple[str, dict]:
+  """(file name in DIR, manifest entry) of the mask codec: the source's file name (a Kaggle version naming no
+  file: its one .npz; an hf:// repo naming none: `vae-oid.npz`), checked by `load_vqvae`."""
+  if src.kind is Kind.KAGGLE:
+    cached = kaggle.download(src, None, force)
+    name = os.path.basename(cached)
+  else:
+    name = posixpath.basename(sources.hf_file(src) or VQVAE_FILE) if src.kind is Kind.HF else src.basename
+  if name in (taken, TOKENIZER, MODEL_JSON, MANIFEST):
+    raise DownloadError(f"--vqvae {src.uri}: its file name {name} is taken in the model directory (the "
+                        "checkpoint, tokenizer or a metadata file); rename the codec")
+  if src.kind is Kind.KAGGLE:
+    files.place(cached, out.local(name))
+    validate.vqvae(out.local(name), src.uri)
+    return name, _entry(out.local(name))
+  return name, _fetch_file(src, out.local(name), opts, force, lambda path: validate.vqvae(path, src.uri),
+                           hf_file=VQVAE_FILE)
+
+
+def _fetch_file(src: Source, dest: str, opts: Options, force: bool, check=None, hf_file: str = TOKENIZER) -> dict:
+  """Puts the single file `src` at `dest` atomically and returns its manifest entry (of an hf:// repo: the file
+  its URI names, else `hf_file`)."""
   digest = None  # computed while fetching where the fetch reads the bytes back anyway (GCS's crc32c check)
   if src.kind is Kind.GCS:
     digest = gcs.download(src.uri, dest, gcs.client(), opts.gcs_chunk_bytes)
   elif src.kind is Kind.KAGGLE:
     files.place(kaggle.download(src, None, force), dest)
   elif src.kind is Kind.HF:
-    snap, _ = hf.snapshot(src, opts.hf_token, force, only=TOKENIZER)
+    hf_file = sources.hf_file(src) or hf_file
+    snap, _ = hf.snapshot(src, opts.hf_token, force, only=hf_file)
     hf.verify_snapshot(snap)
-    files.place(os.path.realpath(os.path.join(snap, TOKENIZER)), dest)
+    files.place(os.path.realpath(os.path.join(snap, hf_file)), dest)
   else:
     if not os.path.isfile(src.uri):
       raise DownloadError(f"{src.uri} does not exist or is not a file")
@@ -279,7 +328,7 @@ def _model_json_beside(src: Source) -> dict | None:
 
 
 def _model_cfg_of(model_json: dict | None) -> dict | None:
-  return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint")} if model_json else None
+  return {k: v for k, v in model_json.items() if k not in ("name", "checkpoint", "vqvae")} if model_json else None
 
 
 def _tokenizer_beside(src: Source, snapshot_dir: str | None) -> Source | None:

@@ -50,7 +50,9 @@ def snapshot(source: Source, token: str | None = None, force: bool = False,
   with _clear_errors(source):
     first = only or CONFIG
     path = _fetch(repo, first, revision, token, force, source)
-    snap = os.path.dirname(path)
+    snap = path
+    for _ in first.split("/"):  # the snapshot folder holds the file at its path in the repo
+      snap = os.path.dirname(snap)
     commit = os.path.basename(snap)
     if only is None:
       for name in _weight_files(repo, commit, token, force, source):
@@ -84,7 +86,8 @@ def _fetch(repo: str, name: str, revision: str | None, token: str | None, force:
   except hf_errors.LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: the hub never answered
     raise _unreachable(source, name, e) from None
   except hf_errors.EntryNotFoundError:
-    hint = "is this a transformers PaliGemma repo?" if name != TOKENIZER else "give the tokenizer with --tokenizer URI"
+    hint = ("give the tokenizer with --tokenizer URI" if name == TOKENIZER else "is this a transformers PaliGemma "
+            "repo?" if name in (CONFIG, WEIGHTS, WEIGHTS_INDEX) else "check the file name in the URI")
     raise DownloadError(f"{source.uri} has no {name}: {hint}") from None
 
 

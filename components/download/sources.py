@@ -3,7 +3,8 @@
 A source is one of
   kaggle://owner/model/framework/variation/version[/file]   (kagglehub)
   gs://bucket/path                                            (google-cloud-storage)
-  hf://org/repo[@revision]                                    (huggingface_hub, transformers layout)
+  hf://org/repo[@revision][/file]                             (huggingface_hub, transformers layout; a file:
+                                                              the mask codec)
   a local path (or file://path)
 
 A released model name (PALIGEMMA.md §8) maps to its Kaggle handle and its Hugging Face repo:
@@ -21,6 +22,9 @@ import re
 from components.download.errors import DownloadError
 
 DEFAULT_TOKENIZER = "gs://big_vision/paligemma_tokenizer.model"
+# The released mask codec (segmentation's `<segNNN>` tokens), and its file name in an hf:// repo naming none.
+DEFAULT_VQVAE = "gs://big_vision/paligemma/vae-oid.npz"
+VQVAE_FILE = "vae-oid.npz"
 KAGGLE_VERSION = 1
 
 _RELEASE_RE = re.compile(
@@ -28,7 +32,7 @@ _RELEASE_RE = re.compile(
 _KAGGLE_RE = re.compile(
     r"^kaggle://(?P<owner>[^/]+)/(?P<model>[^/]+)/(?P<framework>[^/]+)/(?P<variation>[^/]+)/(?P<version>\d+)"
     r"(?:/(?P<file>.+))?$")
-_HF_RE = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<revision>[^/]+))?$")
+_HF_RE = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<revision>[^/]+))?(?:/(?P<file>[^@]+))?$")
 
 # Published file suffixes per family and dtype (Kaggle file listings, PALIGEMMA.md §8).
 _KAGGLE_SUFFIX = {
@@ -73,7 +77,8 @@ def parse(uri: str) -> Source:
     return Source(Kind.GCS, uri)
   if uri.startswith("hf://"):
     if not _HF_RE.match(uri):
-      raise DownloadError(f"bad Hugging Face URI {uri!r}: expected hf://org/repo or hf://org/repo@revision")
+      raise DownloadError(f"bad Hugging Face URI {uri!r}: expected hf://org/repo or hf://org/repo@revision (a single "
+                          "file such as the mask codec: hf://org/repo[@revision]/file)")
     return Source(Kind.HF, uri)
   if uri.startswith("file://"):
     uri = uri[len("file://"):]
@@ -87,6 +92,11 @@ def kaggle_parts(source: Source) -> tuple[str, str | None]:
   m = _KAGGLE_RE.match(source.uri)
   handle = "/".join(m.group(k) for k in ("owner", "model", "framework", "variation", "version"))
   return handle, m.group("file")
+
+
+def hf_file(source: Source) -> str | None:
+  """The file an hf:// source names after the repo (`hf://org/repo@rev/vae-oid.npz`), or None."""
+  return _HF_RE.match(source.uri).group("file")
 
 
 def kaggle_variation(source: Source) -> str:

@@ -30,5 +30,6 @@ def test_compiled_component_has_no_secrets(tmp_path, monkeypatch):
   assert [v for v in secrets.values() if v in text] == []
   spec = yaml.safe_load(text)
   inputs = set(spec["root"]["inputDefinitions"]["parameters"])
-  assert inputs == {"model", "source", "tokenizer", "dtype", "kaggle_credentials_path", "hf_credentials_path"}
+  assert inputs == {"model", "source", "tokenizer", "dtype", "kaggle_credentials_path", "hf_credentials_path", "task",
+                    "vqvae"}
   assert "run_download" in text  # the body calls the core, like the CLI

@@ -42,3 +42,46 @@ def test_masks64_are_the_codec_crops():
   assert (crops[:, 0, :].max(axis=1) > 0.5).all() and (crops[:, :, -1].max(axis=1) > 0.5).all()
   # shapes differ in aspect and occlusion: crops are not all alike
   assert len({round(float(c.mean()), 2) for c in crops}) > 20
+
+
+def test_segmentation_dataset_is_a_coco_export_convert_reads(tmp_path):
+  """The written COCO export: one annotation per visible instance (RLE, bbox, area of its mask); converted with
+  --task segment, every instance reaches a `segment <class>` row whose reference mask is the drawn one."""
+  import json
+
+  from pycocotools import mask as mask_utils
+
+  from components.convert import ConvertConfig, convert
+  from components.paligemma import init_vqvae, save_vqvae
+
+  root = synthetic.make_segmentation_dataset(str(tmp_path / "src"), train=5, valid=2, image_size=48, seed=3)
+  rng = np.random.default_rng(3)  # the same draws, in the same order
+  expected = {split: [synthetic.segmentation_image(rng, 48)[1] for _ in range(n)] for split, n in (("train", 5),
+                                                                                                   ("valid", 2))}
+  for split, images in expected.items():
+    with open(f"{root}/{split}/_annotations.coco.json") as f:
+      coco = json.load(f)
+    anns = coco["annotations"]
+    assert len(coco["images"]) == len(images) and len(anns) == sum(len(objects) for objects in images)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    got = [(a["image_id"], names[a["category_id"]], mask_utils.decode(
+        {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}).astype(bool)) for a in anns]
+    want = [(i, label, mask) for i, objects in enumerate(images) for label, mask in objects]
+    assert [(i, label) for i, label, _ in got] == [(i, label) for i, label, _ in want]
+    assert all(np.array_equal(g, w) for (_, _, g), (_, _, w) in zip(got, want))
+    assert all(a["area"] == int(m.sum()) and a["bbox"][2] > 0 for a, (_, _, m) in zip(anns, want))
+
+  codec = tmp_path / "codec.npz"
+  save_vqvae(init_vqvae(0, widths=(4, 8, 16, 32), dim=16), str(codec))
+  report = convert(ConvertConfig(input=root, format="coco", task="segment", output=str(tmp_path / "out"),
+                                 vqvae=str(codec), workers=1, progress=False, image_format="png"))
+  assert report["rejected"] == [] and report["repaired"] == []
+  rows = [json.loads(line) for split in ("train", "valid") for line in open(tmp_path / "out" / f"{split}.jsonl")]
+  assert sum(len(r["masks"]) for r in rows) == sum(len(o) for images in expected.values() for o in images)
+  assert all(r["prefix"] == "segment " + r["masks"][0]["label"] for r in rows)
+  for r in rows:
+    split, name = r["source_image"].split("/")
+    drawn = [m for label, m in expected[split][int(name[len(split) + 1:-4])] if r["prefix"] == f"segment {label}"]
+    written = [mask_utils.decode({"size": m["rle"]["size"], "counts": m["rle"]["counts"].encode()}).astype(bool)
+               for m in r["masks"]]
+    assert len(written) == len(drawn) and all(np.array_equal(a, b) for a, b in zip(written, drawn))

@@ -1,5 +1,5 @@
 """One reader per input format; each turns a local path into a `Source` (rows + classes + issues)."""
-from components.convert.readers import coco, hf, paligemma_jsonl, tabular, voc, yolo
+from components.convert.readers import coco, hf, mask_png, paligemma_jsonl, tabular, voc, yolo
 
 READERS = {
     "paligemma-jsonl": paligemma_jsonl.read,
@@ -8,5 +8,6 @@ READERS = {
     "voc": voc.read,
     "hf": hf.read,
     "csv": tabular.read,
+    "mask-png": mask_png.read,
 }
 FORMATS = tuple(READERS)

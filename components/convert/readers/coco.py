@@ -5,6 +5,8 @@ Layouts found (a path to a single `.json` file works too):
 - COCO's own: `annotations/instances_{train,val}2017.json` with images in `{train,val}2017/` or `images/`;
 - any `*.json` in the root (split from the file name when it says one).
 Detection: one row per image, images without annotations kept as examples with no objects.
+Segmentation: one row per image with each annotation's `segmentation` (polygons in pixels, or RLE with
+`counts` a list or COCO's compressed string); crowd regions (`iscrowd` 1) are not one instance: dropped.
 Captioning: one row per caption annotation (`captions_*.json`).
 """
 from __future__ import annotations
@@ -14,8 +16,9 @@ import glob
 import json
 import os
 
+from components.convert.masks import polygon_problem
 from components.convert.readers.common import join_rel, rel, split_dirs, split_from_filename
-from components.convert.rows import Issue, Obj, Row, Source
+from components.convert.rows import Issue, Mask, Obj, Row, Source
 
 ROBOFLOW_FILE = "_annotations.coco.json"
 
@@ -52,8 +55,8 @@ def class_list(categories: list[dict], used_ids: set) -> list[dict]:
 
 
 def read(path: str, task: str, **_) -> Source:
-  if task not in ("detect", "caption"):
-    raise ValueError(f"COCO input supports --task detect or caption, not {task!r}")
+  if task not in ("detect", "segment", "caption"):
+    raise ValueError(f"COCO input supports --task detect, segment or caption, not {task!r}")
   root, files = _find_files(path)
   rows, issues, classes, source_categories = [], [], [], {}
   for json_path, split in files:
@@ -102,6 +105,10 @@ def read(path: str, task: str, **_) -> Source:
           if "caption" in ann:
             rows.append(Row(image, name, image_id, split, prefix="caption en", suffix=str(ann["caption"]).strip()))
         continue
+      if task == "segment":
+        rows.append(_segment_row(Row(image, name, image_id, split, masks=[], declared_size=declared,
+                                     source_id=image_id), anns, categories))
+        continue
       row = Row(image, name, image_id, split, objects=[], declared_size=declared, source_id=image_id)
       for ann in anns:
         if ann.get("category_id") not in categories:
@@ -114,6 +121,34 @@ def read(path: str, task: str, **_) -> Source:
       rows.append(row)
   return Source(root=root, rows=rows, classes=list(dict.fromkeys(classes)) or None, issues=issues,
                 categories=source_categories if task == "detect" else None)
+
+
+def _segment_row(row: Row, anns: list[dict], categories: dict) -> Row:
+  """The image's instance masks; unusable annotations and polygons dropped as repairs of the row."""
+  for ann in anns:
+    what = f"annotation {ann.get('id')}"
+    segmentation = ann.get("segmentation")
+    if ann.get("category_id") not in categories:
+      row.repairs.append(f"{what} dropped: unknown category id {ann.get('category_id')!r}")
+    elif ann.get("iscrowd"):
+      row.repairs.append(f"{what} ({categories[ann['category_id']]!r}) dropped: a crowd region (iscrowd), not one "
+                         "instance")
+    elif isinstance(segmentation, dict):
+      row.masks.append(Mask(categories[ann["category_id"]], "rle", segmentation, what))
+    elif isinstance(segmentation, list) and segmentation:
+      polygons = []
+      for k, polygon in enumerate(segmentation, start=1):
+        if (problem := polygon_problem(polygon)) is not None:
+          row.repairs.append(f"{what} polygon {k} dropped: {problem}")
+        else:
+          polygons.append([float(v) for v in polygon])
+      if polygons:
+        row.masks.append(Mask(categories[ann["category_id"]], "polygons", polygons, what))
+      else:
+        row.repairs.append(f"{what} ({categories[ann['category_id']]!r}) dropped: no usable polygon")
+    else:
+      row.repairs.append(f"{what} dropped: no 'segmentation' (polygons or RLE); --task segment needs masks")
+  return row
 
 
 def _xywh(bbox) -> tuple[float, float, float, float] | None:

@@ -1,6 +1,7 @@
 """Helpers every reader shares: split folders, image listings, paths relative to the dataset root."""
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 
@@ -76,9 +77,20 @@ def account_duplicates(source: Source, task: str) -> None:
         seen[key] = i
         kept.append(obj)
       row.objects = kept
+    if row.masks:
+      seen, kept = {}, []
+      for mask in row.masks:
+        key = _mask_key(mask)
+        if key in seen:
+          row.repairs.append(f"mask {mask.where} ({mask.label!r}) dropped: a copy of mask {seen[key]} (same class "
+                             "and shape)")
+          continue
+        seen[key] = mask.where
+        kept.append(mask)
+      row.masks = kept
   first, unique = {}, []
   for row in source.rows:
-    key = (row.split, row.image, row.prefix, row.suffix, _boxes(row))
+    key = (row.split, row.image, row.prefix, row.suffix, _boxes(row), _masks(row))
     if key in first:
       other = first[key]
       source.issues.append(Issue(row.file, row.row, f"duplicate of {other.file}, row {other.row} (same image and "
@@ -86,7 +98,7 @@ def account_duplicates(source: Source, task: str) -> None:
       continue
     first[key] = row
     unique.append(row)
-  if task == "detect":
+  if task in ("detect", "segment"):
     by_image = {}
     for row in unique:
       by_image.setdefault((row.split, row.image, row.prefix), []).append(row)
@@ -94,11 +106,20 @@ def account_duplicates(source: Source, task: str) -> None:
     for (_, image, _), rows in by_image.items():
       if len(rows) > 1:
         where = "; ".join(f"{r.file}, row {r.row}" for r in rows)
-        source.issues += [Issue(r.file, r.row, f"image {image} has {len(rows)} annotation rows with different boxes "
-                                               f"({where}); keep one row with all its boxes", image=image) for r in rows]
+        source.issues += [Issue(r.file, r.row, f"image {image} has {len(rows)} annotation rows with different "
+                                               f"{'masks' if task == 'segment' else 'boxes'} ({where}); keep one row "
+                                               f"with all its {'masks' if task == 'segment' else 'boxes'}", image=image) for r in rows]
     unique = [r for r in unique if id(r) not in conflicting]
   source.rows = unique
 
 
 def _boxes(row: Row):
   return None if row.objects is None else tuple(sorted((o.label, tuple(o.box), o.normalized) for o in row.objects))
+
+
+def _mask_key(mask) -> tuple:
+  return (mask.label, mask.kind, mask.normalized, json.dumps(mask.data, sort_keys=True, default=str))
+
+
+def _masks(row: Row):
+  return None if row.masks is None else tuple(sorted(_mask_key(m) for m in row.masks))

@@ -58,6 +58,9 @@ def _first(columns, options):
 
 
 def read(path: str, task: str, scratch: str, bbox_format: str = "xywh", **_) -> Source:
+  if task == "segment":
+    raise ValueError("--format hf reads no instance masks: --task segment reads coco, yolo, mask-png or "
+                     "paligemma-jsonl")
   datasets = _datasets()
   dataset_dict = _load(path, scratch)
   rows, issues, classes = [], [], None

@@ -6,7 +6,10 @@ Layouts found (a path to a single `.jsonl` file works too):
 - Roboflow maestro: `{train,valid,test}/annotations.jsonl`, images in each split folder;
 - otherwise every `*.jsonl` in the root, without a split.
 Image paths are relative to the JSONL file's folder. For detection the suffix's loc text is parsed
-back into boxes, so the images can be cleaned like any other source's.
+back into boxes, so the images can be cleaned like any other source's. For segmentation (Roboflow's
+PaliGemma export of an instance-segmentation project, `segment <class>` -> `<loc>`x4 `<seg>`x16 `class ; ...`)
+the answer is validated (`components.paligemma.parse_segments`: every object 4 <loc> then 16 <seg> tokens)
+and passed through unchanged; a row with an unreadable object is rejected naming it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import os
 from components.convert.locations import loc_text_to_boxes
 from components.convert.readers.common import join_rel, rel, split_dirs, split_from_filename
 from components.convert.rows import Issue, Obj, Row, Source
+
+SEGMENT_PROMPT = "segment "
 
 
 def _find_files(path: str) -> tuple[str, list[tuple[str, str | None]]]:
@@ -59,6 +64,10 @@ def read(path: str, task: str, **_) -> Source:
           continue
         row = Row(image=join_rel(base, str(example["image"])), file=name, row=number, split=split,
                   prefix=str(example["prefix"]), suffix=str(example["suffix"]))
+        if task == "segment":
+          if not _check_segments(row, issues):
+            continue
+          declared_classes.append(row.prefix[len(SEGMENT_PROMPT):].strip())
         if task == "detect":
           if not _parse_objects(row, issues):
             continue
@@ -67,6 +76,22 @@ def read(path: str, task: str, **_) -> Source:
         rows.append(row)
   classes = list(dict.fromkeys(c for c in declared_classes if c)) or None
   return Source(root=root, rows=rows, classes=classes, issues=issues)
+
+
+def _check_segments(row: Row, issues: list[Issue]) -> bool:
+  from components.paligemma.segmentation import parse_segments  # text only: no codec, no jax work
+
+  if not row.prefix.startswith(SEGMENT_PROMPT) or not row.prefix[len(SEGMENT_PROMPT):].strip():
+    issues.append(Issue(row.file, row.row, f"prefix {row.prefix[:60]!r} is not 'segment <class>'; fix it or convert "
+                                           "with another --task", image=row.image))
+    return False
+  malformed = parse_segments(row.suffix).malformed
+  if malformed:
+    issues.append(Issue(row.file, row.row, f"suffix has {len(malformed)} unreadable object(s): " + "; ".join(
+        f"{m.segment[:60]!r} {m.reason}" for m in malformed[:3]) + "; fix or delete the row", image=row.image))
+    return False
+  row.text_has_locations = True
+  return True
 
 
 def _parse_objects(row: Row, issues: list[Issue]) -> bool:

@@ -38,6 +38,8 @@ def _pick(columns: list[str], options: tuple[str, ...], what: str, name: str) ->
 def read(path: str, task: str, **_) -> Source:
   if task == "detect":
     raise ValueError("CSV input holds text, not boxes: use --task caption, vqa or ocr (or a box format for detect)")
+  if task == "segment":
+    raise ValueError("CSV input holds text, not masks: --task segment reads coco, yolo, mask-png or paligemma-jsonl")
   root, files = _files(path)
   rows, issues = [], []
   for csv_path, file_split in files:

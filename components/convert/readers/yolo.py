@@ -3,7 +3,9 @@
 Layouts found: `{train,valid,test}/{images,labels}/` (Roboflow), `{images,labels}/{train,val,test}/`
 (Ultralytics), or plain `images/` + `labels/`. Class names come from `data.yaml` (`names` as a list or
 an {id: name} map), `classes.txt` or `obj.names`. A line with more than 5 numbers is a segmentation
-polygon: its bounding box is used. An image without a label file is an example with no objects.
+polygon: its bounding box is used (YOLO-seg). With `--task segment` the polygons are the instance masks
+(`class x1 y1 x2 y2 ...`, normalised); a plain box line cannot be segmented and is dropped as a repair.
+An image without a label file is an example with no objects (segmentation: nothing to segment, rejected).
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import os
 
 import yaml
 
+from components.convert.masks import polygon_problem
 from components.convert.readers.common import join_rel, list_images, split_dirs
-from components.convert.rows import Issue, Obj, Row, Source
+from components.convert.rows import Issue, Mask, Obj, Row, Source
 
 
 def _class_names(root: str) -> list[str]:
@@ -49,8 +52,8 @@ def _pairs(root: str) -> list[tuple[str, str, str | None]]:
 
 
 def read(path: str, task: str, **_) -> Source:
-  if task != "detect":
-    raise ValueError(f"YOLO input holds boxes: use --task detect, not {task!r}")
+  if task not in ("detect", "segment"):
+    raise ValueError(f"YOLO input holds boxes and polygons: use --task detect or segment, not {task!r}")
   root = path
   names = _class_names(root)
   rows, issues = [], []
@@ -70,7 +73,8 @@ def read(path: str, task: str, **_) -> Source:
                                       "rename the others (YOLO pairs an image and its labels by name)",
                             image=join_rel(images_dir, image)))
         continue
-      row = Row(join_rel(images_dir, image), label, 0, split, objects=[])
+      row = Row(join_rel(images_dir, image), label, 0, split,
+                **({"masks": []} if task == "segment" else {"objects": []}))
       if has_label:
         _read_labels(os.path.join(root, label), names, row)
       else:
@@ -99,6 +103,15 @@ def _read_labels(path: str, names: list[str], row: Row) -> None:
         continue
       if not 0 <= class_id < len(names):
         row.repairs.append(f"line {number} dropped: class {class_id} is not in the {len(names)} class names")
+        continue
+      if row.masks is not None:
+        if len(values) == 4:
+          row.repairs.append(f"line {number} dropped: a box (class cx cy w h), not a polygon; --task segment needs "
+                             "YOLO-seg polygon labels")
+        elif (problem := polygon_problem(values)) is not None:
+          row.repairs.append(f"line {number} dropped: {problem}")
+        else:
+          row.masks.append(Mask(names[class_id], "polygons", [values], f"line {number}", normalized=True))
         continue
       if len(values) == 4:
         cx, cy, w, h = values
