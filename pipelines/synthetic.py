@@ -189,3 +189,26 @@ def segmentation_masks64(count: int, *, seed: int = 0, image_size: int = 96) -> 
     _, objects = segmentation_image(rng, image_size)
     crops += [segmentation.crop_resize_mask(m, segmentation.mask_box(m)) for _, m in objects]
   return np.stack(crops[:count])
+
+
+def make_demo_codec(model_dir: str, *, masks: int, steps: int, seed: int = 0, image_size: int = 96,
+                    name: str = "vqvae.npz") -> str:
+  """Fits a small mask codec of the released layout (`fit_vqvae`) on `masks` object crops of
+  `segmentation_image`'s shapes, saves it in `model_dir` and names it in that directory's model.json
+  (`vqvae`), as `components.download --vqvae` leaves a model directory; returns the codec's path.
+
+  Why fitted, not random: a random codec maps every mask to nearly the same codes and decodes masks unrelated
+  to the input, so a model trained on its tokens would learn nothing about shape. The masks come from
+  `seed + 1`'s shapes, not the dataset's own images (the codec is the model's, not fitted on the validation
+  split). Deterministic for a seed on one machine."""
+  from components.common.atomic import write_json_atomic
+  from components.paligemma import fit_vqvae, save_vqvae
+
+  codec = fit_vqvae(segmentation_masks64(masks, seed=seed + 1, image_size=image_size), seed=seed, steps=steps)
+  path = os.path.join(model_dir, name)
+  save_vqvae(codec, path)
+  model_json = os.path.join(model_dir, "model.json")
+  with open(model_json) as f:
+    meta = json.load(f)
+  write_json_atomic(model_json, {**meta, "vqvae": name})
+  return path

@@ -1,0 +1,50 @@
+"""The offline segmentation demo's one config (`python -m pipelines.local --task segment`): tune it here.
+
+`get_config()` is a finetune config file (components/finetune/configs style) the pipeline hands to the
+trainer; `DEMO` sizes the synthetic data (`pipelines.synthetic.make_segmentation_dataset`), the mask codec
+fitted at start-up (`synthetic.make_demo_codec`) and the evaluation. Budget: the whole DAG within 20
+minutes on a 2-core CPU, ending with the tuned model's `miou` on the synthetic validation split
+>= 0.6 x `miou_ceiling` and its `seg_token_acc` >= the base model's + 0.2
+(tests/pipelines/test_segment_demo.py).
+
+The same model and image size as the detection demo (pipelines/local_demo.py: what made that one learn
+in minutes applies here too); what differs is the text: each object is 4 `<loc>` + 16 `<seg>` tokens and
+its class, so a prompt `segment <class>` answering up to two objects is up to 46 tokens.
+"""
+from components.finetune.config import defaults
+
+DEMO = dict(
+    model="demo-v2",          # components.paligemma.configs name; random initial weights
+    train_images=3000,
+    valid_images=40,
+    max_objects=2,            # shapes per image (1..max_objects); prompts are per class
+    seed=0,
+    codec_masks=3000,         # synthetic object masks the demo's codec is fitted on (another seed's shapes)
+    codec_steps=400,          # fit_vqvae steps: reconstruction IoU about 0.95 on held-out shapes
+    max_decode_len=48,        # 2 objects x (4 loc + 16 seg + class) + " ;" = 46 tokens, then eos
+    eval_limit=0,             # 0 = the whole validation split
+)
+
+
+def get_config(arg=None):
+  del arg
+  c = defaults()
+  c.model_name = DEMO["model"]
+  c.text_len = 52  # prefix (2) + the longest answer (46) + bos, separator, eos
+  c.batch_size = 16
+  c.total_steps = 1500
+  c.trainable = "full"
+  c.optimizer.name = "adamw"
+  c.optimizer.lr = 1e-3
+  c.optimizer.wd = 0.0
+  c.optimizer.warmup_percent = 0.05
+  c.frozen_dtype = "float32"  # everything trains: no frozen weights (compute_dtype, remat: the defaults)
+  c.data_threads = 2
+  c.mesh.data, c.mesh.fsdp = -1, 1
+  c.seed = DEMO["seed"]
+  c.log_every = 50
+  c.eval_every = 0
+  c.eval_batches = 2
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2  # the least: a damaged latest checkpoint needs a verified one to fall back to
+  return c
