@@ -73,6 +73,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
+def _demo_settings(defaults: dict, train_images: int | None, valid_images: int | None, seed: int | None,
+                   model: str | None) -> dict:
+  """A demo config's DEMO with the command line's values (None: the config's)."""
+  demo = dict(defaults)
+  demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images),
+                                 ("model", model)) if v})
+  if seed is not None:
+    demo["seed"] = seed
+  return demo
+
+
 def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
                  seed: int | None = None, model: str | None = None, task: str = "detect") -> dict:
   """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them.
@@ -82,11 +93,7 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
 
   if task == "segment":
     return prepare_segment_demo(inputs, train_images, valid_images, seed, model)
-  demo = dict(local_demo.DEMO)
-  demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images),
-                                 ("model", model)) if v})
-  if seed is not None:
-    demo["seed"] = seed
+  demo = _demo_settings(local_demo.DEMO, train_images, valid_images, seed, model)
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
   start = time.monotonic()
   dataset = synthetic.make_detection_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
@@ -109,11 +116,7 @@ def prepare_segment_demo(inputs: str, train_images: int | None = None, valid_ima
   from components import paligemma
   from pipelines import local_segment_demo, synthetic
 
-  demo = dict(local_segment_demo.DEMO)
-  demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images),
-                                 ("model", model)) if v})
-  if seed is not None:
-    demo["seed"] = seed
+  demo = _demo_settings(local_segment_demo.DEMO, train_images, valid_images, seed, model)
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
   start = time.monotonic()
   dataset = synthetic.make_segmentation_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],

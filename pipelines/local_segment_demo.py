@@ -11,7 +11,7 @@ The same model and image size as the detection demo (pipelines/local_demo.py: wh
 in minutes applies here too); what differs is the text: each object is 4 `<loc>` + 16 `<seg>` tokens and
 its class, so a prompt `segment <class>` answering up to two objects is up to 46 tokens.
 """
-from components.finetune.config import defaults
+from pipelines import local_demo
 
 DEMO = dict(
     model="demo-v2",          # components.paligemma.configs name; random initial weights
@@ -27,24 +27,8 @@ DEMO = dict(
 
 
 def get_config(arg=None):
-  del arg
-  c = defaults()
+  c = local_demo.get_config(arg)  # the detection demo's training: same model, optimizer, batch and steps
   c.model_name = DEMO["model"]
   c.text_len = 52  # prefix (2) + the longest answer (46) + bos, separator, eos
-  c.batch_size = 16
-  c.total_steps = 1500
-  c.trainable = "full"
-  c.optimizer.name = "adamw"
-  c.optimizer.lr = 1e-3
-  c.optimizer.wd = 0.0
-  c.optimizer.warmup_percent = 0.05
-  c.frozen_dtype = "float32"  # everything trains: no frozen weights (compute_dtype, remat: the defaults)
-  c.data_threads = 2
-  c.mesh.data, c.mesh.fsdp = -1, 1
   c.seed = DEMO["seed"]
-  c.log_every = 50
-  c.eval_every = 0
-  c.eval_batches = 2
-  c.checkpoint_every = 250
-  c.keep_checkpoints = 2  # the least: a damaged latest checkpoint needs a verified one to fall back to
   return c
