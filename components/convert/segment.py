@@ -11,9 +11,7 @@ workers). Rows passed through with `<seg>` text already (paligemma-jsonl) are le
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import posixpath
 
 from components.convert.locations import check_class_name
 from components.convert.rows import Issue, Source
@@ -59,25 +57,24 @@ def rows_by_class(source: Source, classes: tuple[str, ...] | None) -> list[str]:
 
 
 def codec_path(vqvae: str | None) -> str:
-  """`--vqvae`: a codec .npz, or a model directory whose model.json names one (`vqvae`, as download writes it)."""
+  """`--vqvae`: a codec .npz, or a model directory (or finetune workdir) whose model.json names one (`vqvae`, as
+  download writes it): `components.common.checkpoints.find_vqvae`, as evaluate finds it."""
   if not vqvae:
     raise SegmentError("--task segment needs the mask codec that writes the <seg> tokens: give --vqvae PATH (a "
                        "VQ-VAE .npz such as vae-oid.npz, or a model directory downloaded with --vqvae)")
   if vqvae.rstrip("/").endswith(".npz"):
     return vqvae
-  import fsspec
+  from components.common.checkpoints import find_vqvae, read_model_json, resolve_checkpoint
 
-  model_json = posixpath.join(vqvae.rstrip("/"), MODEL_JSON)
   try:
-    with fsspec.open(model_json, "r", encoding="utf-8") as f:
-      name = json.load(f).get("vqvae")
+    resolved = resolve_checkpoint(vqvae)
+    path = find_vqvae(resolved, read_model_json(resolved))
   except (OSError, ValueError) as e:
-    raise SegmentError(f"--vqvae {vqvae} is neither a codec .npz nor a model directory with a readable "
-                       f"{MODEL_JSON} ({type(e).__name__}: {e})") from None
-  if not name:
+    raise SegmentError(f"--vqvae {vqvae}: {e}") from None
+  if path is None:
     raise SegmentError(f"--vqvae {vqvae}: its {MODEL_JSON} names no mask codec (`vqvae`); download the model with "
                        "--vqvae, or give the codec .npz itself")
-  return name if "://" in name or name.startswith("/") else posixpath.join(vqvae.rstrip("/"), name)
+  return path
 
 
 def load_codec(vqvae: str | None) -> dict:

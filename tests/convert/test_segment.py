@@ -266,6 +266,8 @@ def test_codec_from_a_model_directory_and_clear_errors(tmp_path, imgs, codec_pat
   (model / "model.json").write_text(json.dumps({"name": "tiny", "checkpoint": "tiny.npz"}))
   with pytest.raises(SegmentError, match="names no mask codec"):
     _run(src / "annotations.json", "coco", tmp_path / "d", str(model))
+  with pytest.raises(SegmentError, match="neither an .npz, a finetune workdir"):
+    _run(src / "annotations.json", "coco", tmp_path / "d2", str(tmp_path))
   with pytest.raises(SegmentError, match="not found"):
     _run(src / "annotations.json", "coco", tmp_path / "e", str(tmp_path / "missing.npz"))
   with pytest.raises(ValueError, match="--task segment reads coco, yolo, mask-png or paligemma-jsonl"):

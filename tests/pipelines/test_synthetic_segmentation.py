@@ -85,3 +85,29 @@ def test_segmentation_dataset_is_a_coco_export_convert_reads(tmp_path):
     written = [mask_utils.decode({"size": m["rle"]["size"], "counts": m["rle"]["counts"].encode()}).astype(bool)
                for m in r["masks"]]
     assert len(written) == len(drawn) and all(np.array_equal(a, b) for a, b in zip(written, drawn))
+
+
+def test_converted_reference_masks_are_what_evaluate_scores(tmp_path, capsys):
+  """convert --task segment -> evaluate score --task segment: the reference answers themselves as predictions
+  reproduce every token and score the codec's own ceiling; mask mAP is measured against the `masks` convert
+  wrote (full resolution), so it is below 1 exactly where the codec loses detail."""
+  import json
+
+  from components.convert import ConvertConfig, convert
+  from components.evaluate.__main__ import main
+  from components.paligemma import init_vqvae, save_vqvae
+
+  root = synthetic.make_segmentation_dataset(str(tmp_path / "src"), train=0, valid=4, image_size=48, seed=4)
+  codec = tmp_path / "codec.npz"
+  save_vqvae(init_vqvae(0, widths=(4, 8, 16, 32), dim=16), str(codec))
+  convert(ConvertConfig(input=root, format="coco", task="segment", output=str(tmp_path / "data"), vqvae=str(codec),
+                        workers=1, progress=False, image_format="png"))
+  refs = [json.loads(line) for line in open(tmp_path / "data" / "valid.jsonl")]
+  preds = tmp_path / "preds.jsonl"
+  preds.write_text("".join(json.dumps({"image": r["image"], "prefix": r["prefix"], "prediction": r["suffix"]}) + "\n"
+                           for r in refs))
+  assert main(["score", "--task", "segment", "--predictions", str(preds), "--references",
+               str(tmp_path / "data" / "valid.jsonl"), "--vqvae", str(codec), "--output", str(tmp_path / "out")]) == 0
+  metrics = json.loads(capsys.readouterr().out)
+  assert metrics["seg_token_acc"] == 1.0 and metrics["box_acc75"] == 1.0
+  assert metrics["miou"] == metrics["miou_ceiling"] < 1.0  # a random codec: far from the drawn masks
