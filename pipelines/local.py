@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.model and not args.dataset:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
+  if args.vqvae and args.task != "segment":
+    p.error(f"--vqvae is the mask codec of --task segment; this is --task {args.task}")
   return args
 
 

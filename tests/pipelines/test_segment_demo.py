@@ -37,7 +37,7 @@ def tiny_demo(monkeypatch):
   monkeypatch.setitem(local_segment_demo.DEMO, "train_images", 6)
   monkeypatch.setitem(local_segment_demo.DEMO, "valid_images", 3)
   monkeypatch.setitem(local_segment_demo.DEMO, "codec_masks", 32)
-  monkeypatch.setitem(local_segment_demo.DEMO, "codec_steps", 2)
+  monkeypatch.setitem(local_segment_demo.DEMO, "codec_steps", 3)  # as above: one compiled fit step
 
 
 def test_task_segment_runs_the_segmentation_demo(tmp_path, tiny_demo):
@@ -71,6 +71,14 @@ def test_task_segment_runs_the_segmentation_demo(tmp_path, tiny_demo):
     for row in rows:
       assert row["prefix"].startswith("segment ") and row["suffix"].count("<seg") % 16 == 0
       assert not tokenizer.encode_train(row["prefix"], row["suffix"], text_len)["truncated"], row["suffix"]
+
+
+def test_vqvae_is_for_task_segment_only(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    local.parse_args(["--vqvae", "codec.npz"])
+  assert exit_info.value.code == 2
+  assert "--vqvae is the mask codec of --task segment; this is --task detect" in capsys.readouterr().err
+  assert local.parse_args(["--task", "segment", "--vqvae", "codec.npz"]).vqvae == "codec.npz"
 
 
 @pytest.mark.slow
