@@ -123,7 +123,7 @@ def prepare_segment_demo(inputs: str, train_images: int | None = None, valid_ima
   start = time.monotonic()
   dataset = synthetic.make_segmentation_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
                                                 valid=demo["valid_images"], image_size=size, seed=demo["seed"],
-                                                max_objects=demo["max_objects"])
+                                                max_objects=demo["max_objects"], grid=demo["grid"])
   model_dir = os.path.join(inputs, "model")
   checkpoint = synthetic.make_random_model(model_dir, demo["model"], seed=demo["seed"])
   codec = synthetic.make_demo_codec(model_dir, masks=demo["codec_masks"], steps=demo["codec_steps"],
