@@ -31,6 +31,15 @@ def test_the_demo_codec_fit_is_deterministic_for_a_seed(tmp_path):
   assert not all(np.array_equal(first[k], other[k]) for k in first)
 
 
+def test_grid_snaps_the_shapes_positions_and_sides():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    _, [(_, mask)] = synthetic.segmentation_image(rng, 84, classes=("rectangle",), max_objects=1, grid=7)
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    assert {cols[0] % 7, rows[0] % 7, (cols[-1] + 1) % 7, (rows[-1] + 1) % 7} == {0}, (cols, rows)
+    assert 21 <= len(cols) <= 56 and 21 <= len(rows) <= 56  # a quarter to two thirds of the image
+
+
 @pytest.fixture
 def tiny_demo(monkeypatch):
   """The segmentation demo at a few images and a codec fitted for two steps (its wiring, not its learning)."""
