@@ -71,12 +71,14 @@ def _uncached(task):
   return task.set_caching_options(False)
 
 
-def todays_dataset(ops, *, dataset_uri, dataset_format, task, classes, splits, seed, light=lambda task, step: task):
-  """fingerprint (uncached: lists the prefix) -> convert (cached by that fingerprint). Returns convert."""
+def todays_dataset(ops, *, dataset_uri, dataset_format, task, classes, splits, seed, vqvae="",
+                   light=lambda task, step: task):
+  """fingerprint (uncached: lists the prefix) -> convert (cached by that fingerprint). Returns convert.
+  `vqvae`: segment's mask codec ("" = the released one), which writes the <seg> tokens."""
   listing = _uncached(ops.fingerprint(dataset_uri=dataset_uri))
   listing.set_display_name("list dataset files")
   convert = light(ops.convert(input_uri=dataset_uri, data_format=dataset_format, task=task, classes=classes,
-                              splits=splits, seed=seed, source_fingerprint=listing.output), "convert")
+                              splits=splits, seed=seed, source_fingerprint=listing.output, vqvae=vqvae), "convert")
   convert.set_display_name("convert dataset")
   return convert
 
@@ -144,6 +146,7 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       model: str = "paligemma2-3b-pt-224",
       model_source: str = "",
       tokenizer: str = "",
+      vqvae: str = "",  # task segment: the mask codec's URI ("" = the released vae-oid.npz)
       model_dtype: str = "bfloat16",
       dataset_format: str = "coco",
       task: str = "detect",
@@ -175,14 +178,15 @@ def build_pipeline(where: Target, registry: str = images.LOCAL_REGISTRY):
       target: str = where.name,  # recorded with the run; the placement itself is compiled in
   ) -> Artifact:
     del target
-    download = light(ops.download(model=model, source=model_source, tokenizer=tokenizer, dtype=model_dtype),
-                     "download")
+    # Task segment: the mask codec comes with the model (model.json `vqvae`), where evaluate and export find it.
+    download = light(ops.download(model=model, source=model_source, tokenizer=tokenizer, dtype=model_dtype,
+                                  task=task, vqvae=vqvae), "download")
     if where.platform == "kfp":
       kubernetes.use_secret_as_env(download, secret_name=CREDENTIALS_SECRET, optional=True,
                                    secret_key_to_env={name: name for name in CREDENTIAL_ENV})
     download.set_display_name("download weights")
     convert = todays_dataset(ops, dataset_uri=dataset_uri, dataset_format=dataset_format, task=task,
-                             classes=classes, splits=splits, seed=seed, light=light)
+                             classes=classes, splits=splits, seed=seed, vqvae=vqvae, light=light)
 
     finetune = heavy(finetune_op(
         base_model=download.outputs["model_dir"], dataset=convert.outputs["dataset"], config=finetune_config,

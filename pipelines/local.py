@@ -2,6 +2,7 @@
 
   python -m pipelines.local                       # offline demo: synthetic shapes, small random model, CPU
   python -m pipelines.local --model paligemma2-3b-pt-224 --dataset ./my_coco --format coco --task detect
+  python -m pipelines.local --task segment        # offline segmentation demo: synthetic instance masks, fitted codec
   python -m pipelines.local --smoke               # every step once at real size (3B, random weights), timed
 
 Every artifact lands in `--output` (default `runs/<timestamp>`), with `summary.json`: the base and tuned
@@ -51,10 +52,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--dataset", help="labelled images: path or gs:// URI (default: a synthetic detection set)")
   p.add_argument("--format", default="coco", choices=FORMATS, help="dataset format (components.convert's "
                  "--format; default coco)")
-  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr"),
-                 help="what the model learns to answer (default detect)")
-  p.add_argument("--classes", default="", help="detection classes in prompt order, comma-separated (default: "
-                 "the dataset's)")
+  p.add_argument("--task", default="detect", choices=("detect", "caption", "vqa", "ocr", "segment"),
+                 help="what the model learns to answer (default detect); with no --model and no --dataset, "
+                 "segment runs the offline segmentation demo")
+  p.add_argument("--vqvae", default="", help="segment: the mask codec (VQ-VAE .npz URI) that download fetches "
+                 "with the model and convert writes the <seg> tokens with (default: the released vae-oid.npz; the "
+                 "demo fits its own)")
+  p.add_argument("--classes", default="", help="detection/segmentation classes in prompt order, comma-separated "
+                 "(default: the dataset's)")
   p.add_argument("--config", help="finetune config name or .py path (default: notebook_attention_sgd for "
                  "real models, pipelines/local_demo.py for the demo)")
   p.add_argument("--trainable", help="preset or regexes (default: the config's)")
@@ -89,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.error("--model needs --dataset (and --format): the demo's synthetic data only fits the demo model")
   if problem := init_problem(args.model, args.init, args.source):
     p.error(problem)
+  if args.vqvae and args.task != "segment":
+    p.error(f"--vqvae is the mask codec of --task segment; this is --task {args.task}")
   try:  # what can be checked on this machine, before anything runs
     if args.format != "hf":  # hf: a hub dataset name
       checks.local_input("--dataset", args.dataset)
@@ -140,17 +147,27 @@ def prepare_random_model(inputs: str, model: str, seed: int) -> dict:
   return dict(model=model, model_source=checkpoint)
 
 
-def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
-                 seed: int | None = None, model: str | None = None) -> dict:
-  """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them."""
-  from components import paligemma
-  from pipelines import local_demo, synthetic
-
-  demo = dict(local_demo.DEMO)
+def _demo_settings(defaults: dict, train_images: int | None, valid_images: int | None, seed: int | None,
+                   model: str | None) -> dict:
+  """A demo config's DEMO with the command line's values (None: the config's)."""
+  demo = dict(defaults)
   demo.update({k: v for k, v in (("train_images", train_images), ("valid_images", valid_images),
                                  ("model", model)) if v})
   if seed is not None:
     demo["seed"] = seed
+  return demo
+
+
+def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
+                 seed: int | None = None, model: str | None = None, task: str = "detect") -> dict:
+  """Writes the synthetic dataset and the random model; returns the pipeline arguments that use them.
+  `task` segment: the segmentation demo (`prepare_segment_demo`)."""
+  from components import paligemma
+  from pipelines import local_demo, synthetic
+
+  if task == "segment":
+    return prepare_segment_demo(inputs, train_images, valid_images, seed, model)
+  demo = _demo_settings(local_demo.DEMO, train_images, valid_images, seed, model)
   size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
   start = time.monotonic()
   dataset = synthetic.make_detection_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
@@ -164,6 +181,33 @@ def prepare_demo(inputs: str, train_images: int | None = None, valid_images: int
               max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
 
 
+def prepare_segment_demo(inputs: str, train_images: int | None = None, valid_images: int | None = None,
+                         seed: int | None = None, model: str | None = None) -> dict:
+  """The segmentation demo's inputs (pipelines/local_segment_demo.py): synthetic shapes with instance masks,
+  the random model, and a mask codec fitted on synthetic masks in the model directory (model.json `vqvae`,
+  as download --vqvae leaves it). The codec's path is the pipeline's `vqvae`: download fetches it with the
+  model, convert writes the <seg> tokens with it."""
+  from components import paligemma
+  from pipelines import local_segment_demo, synthetic
+
+  demo = _demo_settings(local_segment_demo.DEMO, train_images, valid_images, seed, model)
+  size = paligemma.configs.image_size(paligemma.configs.model_config(demo["model"]))
+  start = time.monotonic()
+  dataset = synthetic.make_segmentation_dataset(os.path.join(inputs, "dataset"), train=demo["train_images"],
+                                                valid=demo["valid_images"], image_size=size, seed=demo["seed"],
+                                                max_objects=demo["max_objects"], grid=demo["grid"])
+  model_dir = os.path.join(inputs, "model")
+  checkpoint = synthetic.make_random_model(model_dir, demo["model"], seed=demo["seed"])
+  codec = synthetic.make_demo_codec(model_dir, masks=demo["codec_masks"], steps=demo["codec_steps"],
+                                    seed=demo["seed"], image_size=size)
+  log.info("segmentation demo inputs ready in %.0fs: %d+%d synthetic images, random %s, mask codec fitted on "
+           "%d masks", time.monotonic() - start, demo["train_images"], demo["valid_images"], demo["model"],
+           demo["codec_masks"])
+  return dict(model=demo["model"], model_source=checkpoint, vqvae=codec, dataset_uri=dataset,
+              dataset_format="coco", task="segment", finetune_config=os.path.abspath(local_segment_demo.__file__),
+              seed=demo["seed"], max_decode_len=demo["max_decode_len"], eval_limit=demo["eval_limit"])
+
+
 # --smoke: the sizes of a timing run (every step once, not learning anything).
 SMOKE = dict(train_images=16, valid_images=8, total_steps=4, batch_size=8, eval_limit=8, max_decode_len=8)
 
@@ -171,16 +215,17 @@ SMOKE = dict(train_images=16, valid_images=8, total_steps=4, batch_size=8, eval_
 def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
   """The pipeline's arguments; the finetune settings are checked (config.ConfigError) before the demo's inputs
   are written."""
-  from pipelines import local_demo
+  from pipelines import local_demo, local_segment_demo
 
+  demo_config = local_segment_demo if args.task == "segment" else local_demo
   if args.smoke:
     args.steps, args.batch = args.steps or SMOKE["total_steps"], args.batch or SMOKE["batch_size"]
   finetune = dict(trainable=args.trainable, total_steps=args.steps, epochs=args.epochs, batch_size=args.batch,
                   lr=args.lr, text_len=args.text_len)
   finetune = {k: v for k, v in finetune.items() if v is not None}  # unset: the finetune config's value
   config = args.config or ("notebook_attention_sgd" if args.model or args.smoke
-                           else os.path.abspath(local_demo.__file__))
-  seed = local_demo.DEMO["seed"] if args.seed is None else args.seed  # the split's and the trainer's
+                           else os.path.abspath(demo_config.__file__))
+  seed = demo_config.DEMO["seed"] if args.seed is None else args.seed  # the split's and the trainer's
   check_finetune_settings(config, args.set, **finetune, seed=seed, flag_names=FINETUNE_FLAGS)
   if args.smoke:
     arguments = prepare_demo(os.path.join(output, "inputs"), SMOKE["train_images"], SMOKE["valid_images"],
@@ -192,11 +237,12 @@ def pipeline_arguments(args: argparse.Namespace, output: str) -> dict:
       arguments = prepare_random_model(os.path.join(output, "inputs"), model, seed)
     else:
       arguments = dict(model=model, model_source=args.source, tokenizer=args.tokenizer)
-    arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task)
+    arguments.update(dataset_uri=args.dataset, dataset_format=args.format, task=args.task, vqvae=args.vqvae)
     if "text_len" not in finetune and not any(o.split("=", 1)[0].strip() == "text_len" for o in args.set):
       finetune["text_len"] = 0  # the finetune step sizes it from the training examples
   else:
-    arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images, args.seed)
+    arguments = prepare_demo(os.path.join(output, "inputs"), args.train_images, args.valid_images, args.seed,
+                             task=args.task)
   arguments.update(finetune, finetune_config=config, seed=seed, classes=args.classes, finetune_overrides=args.set,
                    export_uri=os.path.join(output, "models"), export_format=args.export_format,
                    champion_uri=args.champion, min_metric=args.min_metric,

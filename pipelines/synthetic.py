@@ -132,20 +132,23 @@ def _draw_instance(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, i
 
 
 def segmentation_image(rng: np.random.Generator, size: int, classes: tuple[str, ...] = SEGMENT_CLASSES,
-                       max_objects: int = 3) -> tuple[Image.Image, list[tuple[str, np.ndarray]]]:
+                       max_objects: int = 3, grid: int = 1) -> tuple[Image.Image, list[tuple[str, np.ndarray]]]:
   """One image (size × size, noisy background) and its objects [(class, visible mask bool [size, size])].
 
   1..max_objects shapes, each a quarter to two thirds of the image on a side (aspect free), drawn in turn
   so later ones occlude earlier ones; an object left with under a fifth of its area visible is dropped
-  (it would be a sliver no annotator draws). Objects are listed left to right by their mask's box."""
+  (it would be a sliver no annotator draws). Objects are listed left to right by their mask's box.
+  Positions and sides are multiples of `grid` pixels (as `_image`'s: few box values, which a small random model
+  learns in minutes; grid=1: any pixel)."""
   background = rng.integers(90, 170, size=3)
   pixels = np.clip(background + rng.normal(0, 12, size=(size, size, 3)), 0, 255).astype(np.uint8)
   image = Image.fromarray(pixels)
   draw = ImageDraw.Draw(image)
   objects = []  # (class, visible mask, pixels as drawn)
   for _ in range(int(rng.integers(1, max_objects + 1))):
-    h, w = (int(v) for v in rng.integers(max(size // 4, 2), max(2 * size // 3, 3) + 1, size=2))
-    x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+    low, high = -(-max(size // 4, 2) // grid), max(2 * size // 3, 3) // grid  # sides in grid cells
+    h, w = (grid * int(v) for v in rng.integers(low, high + 1, size=2))
+    x, y = grid * int(rng.integers(0, (size - w) // grid + 1)), grid * int(rng.integers(0, (size - h) // grid + 1))
     shape, apex = classes[int(rng.integers(len(classes)))], float(rng.uniform())
     box = (x, y, x + w - 1, y + h - 1)
     color = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SEGMENT_COLORS.get(shape, (200, 200, 60)))
@@ -159,7 +162,7 @@ def segmentation_image(rng: np.random.Generator, size: int, classes: tuple[str, 
 
 
 def make_segmentation_dataset(out_dir: str, *, train: int, valid: int, image_size: int, seed: int = 0,
-                              classes: tuple[str, ...] = SEGMENT_CLASSES, max_objects: int = 3) -> str:
+                              classes: tuple[str, ...] = SEGMENT_CLASSES, max_objects: int = 3, grid: int = 1) -> str:
   """Writes a Roboflow-style COCO instance-segmentation export (`{train,valid}/_annotations.coco.json`, PNG
   images beside) of `segmentation_image`s; returns `out_dir`. Each object's `segmentation` is its visible mask
   as COCO compressed RLE (occluded shapes are not polygons), `bbox` and `area` those of that mask:
@@ -167,7 +170,7 @@ def make_segmentation_dataset(out_dir: str, *, train: int, valid: int, image_siz
   from pycocotools import mask as mask_utils
 
   def example(rng):
-    image, objects = segmentation_image(rng, image_size, classes, max_objects)
+    image, objects = segmentation_image(rng, image_size, classes, max_objects, grid)
     annotations = []
     for shape, mask in objects:
       rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -190,3 +193,26 @@ def segmentation_masks64(count: int, *, seed: int = 0, image_size: int = 96) -> 
     _, objects = segmentation_image(rng, image_size)
     crops += [segmentation.crop_resize_mask(m, segmentation.mask_box(m)) for _, m in objects]
   return np.stack(crops[:count])
+
+
+def make_demo_codec(model_dir: str, *, masks: int, steps: int, seed: int = 0, image_size: int = 96,
+                    name: str = "vqvae.npz") -> str:
+  """Fits a small mask codec of the released layout (`fit_vqvae`) on `masks` object crops of
+  `segmentation_image`'s shapes, saves it in `model_dir` and names it in that directory's model.json
+  (`vqvae`), as `components.download --vqvae` leaves a model directory; returns the codec's path.
+
+  Why fitted, not random: a random codec maps every mask to nearly the same codes and decodes masks unrelated
+  to the input, so a model trained on its tokens would learn nothing about shape. The masks come from
+  `seed + 1`'s shapes, not the dataset's own images (the codec is the model's, not fitted on the validation
+  split). Deterministic for a seed on one machine."""
+  from components.common.atomic import write_json_atomic
+  from components.paligemma import fit_vqvae, save_vqvae
+
+  codec = fit_vqvae(segmentation_masks64(masks, seed=seed + 1, image_size=image_size), seed=seed, steps=steps)
+  path = os.path.join(model_dir, name)
+  save_vqvae(codec, path)
+  model_json = os.path.join(model_dir, "model.json")
+  with open(model_json) as f:
+    meta = json.load(f)
+  write_json_atomic(model_json, {**meta, "vqvae": name})
+  return path

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 MODEL_JSON = "model.json"
 TOKENIZER = "tokenizer.model"
+# The released mask codec (segmentation's `<segNNN>` tokens): what download fetches and convert encodes with
+# when a segment run names none.
+RELEASED_VQVAE = "gs://big_vision/paligemma/vae-oid.npz"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,11 +19,12 @@ import enum
 import os
 import re
 
+from components.common.checkpoints import RELEASED_VQVAE
 from components.download.errors import DownloadError
 
 DEFAULT_TOKENIZER = "gs://big_vision/paligemma_tokenizer.model"
 # The released mask codec (segmentation's `<segNNN>` tokens), and its file name in an hf:// repo naming none.
-DEFAULT_VQVAE = "gs://big_vision/paligemma/vae-oid.npz"
+DEFAULT_VQVAE = RELEASED_VQVAE
 VQVAE_FILE = "vae-oid.npz"
 KAGGLE_VERSION = 1
 

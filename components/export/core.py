@@ -8,6 +8,9 @@ Output directory:
        a model directory (docs/ARCHITECTURE.md) that finetune, evaluate and export read again.
   hf:  config.json, generation_config.json, model*.safetensors, tokenizer.json, tokenizer_config.json,
        tokenizer.model, processor_config.json, preprocessor_config.json, manifest.json.
+  Both, for a model with a mask codec (segmentation: the source's model.json names one, `vqvae`): the codec
+  .npz (its own file name) and model.json naming it (`vqvae`; for hf: model_cfg, "name", "vqvae"), so that
+  evaluate finds it when the export is re-scored (the pipeline's champion) or re-exported.
 manifest.json: format, dtype, package version, source (checkpoint, kind, which, sha256 of its config and
 of the dataset's split files where known), model_cfg, metrics (training: the last metrics.jsonl values;
 evaluation: the given metrics file), and every file's size and sha256.
@@ -30,7 +33,7 @@ import components
 from components import paligemma
 from components.common import datasets
 from components.common.atomic import write_json_atomic
-from components.common.checkpoints import join, read_model_json, resolve_checkpoint
+from components.common.checkpoints import Checkpoint, find_vqvae, join, read_model_json, resolve_checkpoint
 from components.common.extras import require
 from components.export import processor, publish, registry
 from components.export.formats import DTYPE_NAMES, FORMATS
@@ -69,6 +72,7 @@ class _Source:
   name: str  # model.json's "name"
   info: dict  # for the manifest
   metrics: dict | None
+  vqvae: str | None = None  # the mask codec that goes with the model (segmentation), or None
 
 
 def export(cfg: ExportConfig) -> dict:
@@ -136,12 +140,22 @@ def _read(path: str) -> bytes | None:
 
 def _load_source(checkpoint: str, which: str, tokenizer: str | None = None) -> _Source:
   resolved = resolve_checkpoint(checkpoint, tokenizer)  # the same reading of --checkpoint as evaluate's
-  directory = resolved.directory
   if _read(resolved.tokenizer) is None:
     raise FileNotFoundError(f"{resolved.tokenizer} not found: the export ships the tokenizer the model was "
                             "trained with; give --tokenizer or put tokenizer.model beside the checkpoint")
   model_json = read_model_json(resolved)  # a bare .npz: inferred from its array shapes
   name = model_json.get("name") or "paligemma"
+  vqvae = find_vqvae(resolved, model_json)
+  if vqvae is not None and _read(vqvae) is None:  # before the slow part
+    raise FileNotFoundError(f"{vqvae} not found: {resolved.model_json} names it as the model's mask codec "
+                            "(`vqvae`), which the export ships; put it back or fix model.json")
+  source = _load_weights(resolved, which, model_json, name)
+  source.vqvae = vqvae
+  return source
+
+
+def _load_weights(resolved: Checkpoint, which: str, model_json: dict, name: str) -> _Source:
+  directory = resolved.directory
   if resolved.kind == "npz":
     model_cfg = {k: v for k, v in model_json.items() if k in ("llm", "img")}
     params = paligemma.load(resolved.path, model_cfg)  # stored dtypes kept: an npz export is bit-identical
@@ -202,9 +216,21 @@ def _copy_tokenizer(source: _Source, path: pathlib.Path) -> None:
   path.write_bytes(_read(source.tokenizer))
 
 
+def _copy_vqvae(source: _Source, staging: pathlib.Path) -> dict:
+  """The mask codec beside the weights, under its own file name (`vqvae.npz` if that is taken); returns
+  model.json's `vqvae` entry ({} without a codec)."""
+  if source.vqvae is None:
+    return {}
+  name = source.vqvae.rstrip("/").rsplit("/", 1)[-1]
+  if (staging / name).exists() or name == NPZ_NAME:
+    name = "vqvae.npz"
+  (staging / name).write_bytes(_read(source.vqvae))
+  return {"vqvae": name}
+
+
 def _write_npz(source: _Source, staging: pathlib.Path) -> None:
   paligemma.save(source.params, str(staging / NPZ_NAME))
-  model_json = {**source.model_cfg, "name": source.name, "checkpoint": NPZ_NAME}
+  model_json = {**source.model_cfg, "name": source.name, "checkpoint": NPZ_NAME, **_copy_vqvae(source, staging)}
   write_json_atomic(staging / "model.json", model_json)
   _copy_tokenizer(source, staging / "tokenizer.model")
 
@@ -215,6 +241,9 @@ def _write_hf(source: _Source, staging: pathlib.Path) -> None:
   _copy_tokenizer(source, tokenizer)
   processor.write_processor(tokenizer, staging, image_size=configs.image_size(source.model_cfg),
                   num_image_tokens=configs.num_image_tokens(source.model_cfg))
+  codec = _copy_vqvae(source, staging)
+  if codec:  # a transformers directory has no model.json otherwise: its config.json describes the model
+    write_json_atomic(staging / "model.json", {**source.model_cfg, "name": source.name, **codec})
 
 
 def _sha256(path: pathlib.Path) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 
 from components import paligemma
 from components.common import policy, sharding
-from components.common.checkpoints import infer_model_json
+from components.common.checkpoints import Checkpoint, find_vqvae, infer_model_json
 from components.finetune import config as config_lib
 
 
@@ -31,6 +31,7 @@ class ModelSource:
   model_cfg: dict
   checkpoint: str | None  # an .npz, or None for random init
   tokenizer: str | None
+  vqvae: str | None = None  # the mask codec its model.json names (segmentation), as a path/URI; None: none
 
 
 def _read_json(path: str) -> dict | None:
@@ -71,7 +72,11 @@ def resolve_model(config) -> ModelSource:
   model_cfg["llm"].update(final_logits_softcap=0.0)
   tokenizer = config.tokenizer or (os.path.join(os.path.dirname(checkpoint), "tokenizer.model")
                                    if checkpoint else None)
-  return ModelSource(name, model_cfg, checkpoint, tokenizer)
+  vqvae = find_vqvae(Checkpoint("npz", checkpoint, os.path.dirname(checkpoint), tokenizer or ""),
+                     model_json) if model_json else None
+  if vqvae and "://" not in vqvae:
+    vqvae = os.path.abspath(vqvae)  # the workdir's model.json names it from anywhere
+  return ModelSource(name, model_cfg, checkpoint, tokenizer, vqvae)
 
 
 def abstract_params(model_cfg: dict) -> dict:

@@ -63,7 +63,8 @@ def _total_steps(config, n_train: int) -> int:
 
 def _write_run_files(workdir: str, config, source, tokenizer_bytes: bytes) -> None:
   wd.write_bytes(os.path.join(workdir, wd.CONFIG), (config_lib.to_json(config) + "\n").encode())
-  model_json = {**source.model_cfg, "name": source.name, "base_checkpoint": source.checkpoint}
+  model_json = {**source.model_cfg, "name": source.name, "base_checkpoint": source.checkpoint,
+                **({"vqvae": source.vqvae} if source.vqvae else {})}  # the codec travels with the model
   model_json["llm"] = {**model_json["llm"], "dropout": 0.0}  # for evaluation and export
   wd.write_json(os.path.join(workdir, wd.MODEL), model_json)
   wd.write_bytes(os.path.join(workdir, wd.TOKENIZER), tokenizer_bytes)

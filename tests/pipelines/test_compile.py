@@ -70,6 +70,22 @@ def test_pipeline_parameters(compiled):
 
 
 @pytest.mark.parametrize("name", ["local", "vertex-tpu-v5e-8"])
+def test_the_task_and_mask_codec_reach_download_and_convert(compiled, name):
+  """Task segment: download fetches the codec (`vqvae`, "" = the released one) with the model and convert
+  encodes the masks with the same one; evaluate and rescore take it from the model they score (its
+  model.json), so no codec parameter is wired to them."""
+  _, spec, _ = compiled[name]
+  params = spec["root"]["inputDefinitions"]["parameters"]
+  assert params["vqvae"]["defaultValue"] == "" and params["task"]["defaultValue"] == "detect"
+  tasks = spec["root"]["dag"]["tasks"]
+  for task in ("download", "convert"):
+    for param in ("task", "vqvae"):
+      assert tasks[task]["inputs"]["parameters"][param] == {"componentInputParameter": param}, (task, param)
+  for task in ("evaluate", "evaluate-2", "rescore"):
+    assert "vqvae" not in tasks[task]["inputs"].get("parameters", {}), task
+
+
+@pytest.mark.parametrize("name", ["local", "vertex-tpu-v5e-8"])
 def test_the_pipeline_seed_reaches_the_split_and_the_trainer(compiled, name):
   _, spec, _ = compiled[name]
   tasks = spec["root"]["dag"]["tasks"]
