@@ -133,10 +133,13 @@ def main() -> None:
   parser.add_argument("--runs", type=int, default=3, help="alternating runs")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--autocast", action="store_true", help="also time transformers under bf16 autocast")
+  parser.add_argument("--compute-dtype", default=None, help="ours: this compute_dtype instead of the shipped one")
   args = parser.parse_args()
 
   load_before = os.getloadavg()
   config = shipped_config(args.config, args.batch, args.text_len)
+  if args.compute_dtype:
+    config.compute_dtype = args.compute_dtype
   batch = make_batch(paligemma.configs.model_config(args.config), args.batch, args.text_len)
   ours = Ours(config, batch)
   sides = {"ours": ours}
