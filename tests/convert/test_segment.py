@@ -292,7 +292,9 @@ def test_cli_and_component_take_the_codec(tmp_path, imgs, codec_path, capsys):
   args = ["--input", str(src), "--format", "yolo", "--task", "segment", "--splits", "train=1", "--workers", "1",
           "--no-progress"]
   assert main(args + ["--output", str(tmp_path / "none")]) == 2
-  assert capsys.readouterr().err.strip().startswith("error: --task segment needs the mask codec")
+  err = capsys.readouterr().err
+  assert err.startswith("python -m components.convert: error: --task segment needs the mask codec"), err
+  assert len(err.splitlines()) == 1
   assert main(args + ["--output", str(tmp_path / "cli"), "--vqvae", codec_path]) == 0
 
   dataset = Dataset(uri=str(tmp_path / "kfp"))
