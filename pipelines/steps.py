@@ -66,14 +66,14 @@ def rescore_champion(model_uri: str, dataset: Input[Dataset], task: str, evaluat
   import os
   import shutil
 
-  from components.evaluate.task import run_evaluate
+  from components.evaluate.task import run_evaluate, scalar_metrics
   from pipelines import runtime
 
   info = runtime.split_info(dataset.path, split)
   if model_uri:
-    values = runtime.scalar_metrics(run_evaluate(model_uri, dataset.path, task, evaluation.path, split=split,
-                                                 sampler=sampler, max_decode_len=max_decode_len, limit=limit,
-                                                 batch_size=batch_size))
+    values = scalar_metrics(run_evaluate(model_uri, dataset.path, task, evaluation.path, split=split,
+                                         sampler=sampler, max_decode_len=max_decode_len, limit=limit,
+                                         batch_size=batch_size))
     for name, value in values.items():
       metrics.log_metric(name, value)
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report.path)

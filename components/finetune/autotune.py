@@ -28,7 +28,6 @@ import logging
 import os
 import time
 
-import jax
 
 log = logging.getLogger("components.finetune")
 
