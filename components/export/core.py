@@ -25,7 +25,6 @@ import logging
 import pathlib
 from typing import Any
 
-import fsspec
 import ml_dtypes
 import numpy as np
 
@@ -35,6 +34,7 @@ from components.common import datasets
 from components.common.atomic import write_json_atomic
 from components.common.checkpoints import Checkpoint, find_vqvae, join, read_model_json, resolve_checkpoint
 from components.common.extras import require
+from components.common.workdir import read_bytes
 from components.export import processor, publish, registry
 from components.export.formats import DTYPE_NAMES, FORMATS
 from components.paligemma import configs
@@ -123,30 +123,22 @@ def _version() -> str:
 def _read_evaluation(path: str | None) -> dict | None:
   if not path:
     return None
-  data = _read(path)
+  data = read_bytes(path)
   if data is None:
     raise FileNotFoundError(f"--metrics {path} not found (an evaluation directory's metrics.json)")
   return json.loads(data)
 
 
 # ---------------------------------------------------------------------------------------------- source
-def _read(path: str) -> bytes | None:
-  fs, fs_path = fsspec.core.url_to_fs(path)
-  if not fs.exists(fs_path):
-    return None
-  with fs.open(fs_path, "rb") as f:
-    return f.read()
-
-
 def _load_source(checkpoint: str, which: str, tokenizer: str | None = None) -> _Source:
   resolved = resolve_checkpoint(checkpoint, tokenizer)  # the same reading of --checkpoint as evaluate's
-  if _read(resolved.tokenizer) is None:
+  if read_bytes(resolved.tokenizer) is None:
     raise FileNotFoundError(f"{resolved.tokenizer} not found: the export ships the tokenizer the model was "
                             "trained with; give --tokenizer or put tokenizer.model beside the checkpoint")
   model_json = read_model_json(resolved)  # a bare .npz: inferred from its array shapes
   name = model_json.get("name") or "paligemma"
   vqvae = find_vqvae(resolved, model_json)
-  if vqvae is not None and _read(vqvae) is None:  # before the slow part
+  if vqvae is not None and read_bytes(vqvae) is None:  # before the slow part
     raise FileNotFoundError(f"{vqvae} not found: {resolved.model_json} names it as the model's mask codec "
                             "(`vqvae`), which the export ships; put it back or fix model.json")
   source = _load_weights(resolved, which, model_json, name)
@@ -159,7 +151,7 @@ def _load_weights(resolved: Checkpoint, which: str, model_json: dict, name: str)
   if resolved.kind == "npz":
     model_cfg = {k: v for k, v in model_json.items() if k in ("llm", "img")}
     params = paligemma.load(resolved.path, model_cfg)  # stored dtypes kept: an npz export is bit-identical
-    upstream = json.loads(_read(join(directory, "manifest.json")) or b"{}")
+    upstream = json.loads(read_bytes(join(directory, "manifest.json")) or b"{}")
     info = {"checkpoint": resolved.path, "kind": "npz",
             "sha256": upstream.get("files", {}).get(resolved.path.rsplit("/", 1)[-1], {}).get("sha256")}
     return _Source(params, model_cfg, resolved.tokenizer, name, info, None)
@@ -170,7 +162,7 @@ def _load_weights(resolved: Checkpoint, which: str, model_json: dict, name: str)
   from components.common.workdir import load_trained_params  # imported here: orbax is slow to import
 
   params, model_cfg = load_trained_params(resolved.path, which)
-  config = _read(join(directory, "config.json"))
+  config = read_bytes(join(directory, "config.json"))
   info = {"checkpoint": resolved.path, "kind": "workdir", "which": which,
           "config_sha256": None if config is None else hashlib.sha256(config).hexdigest(),
           "dataset": _dataset_info(json.loads(config).get("data_dir") if config else None)}
@@ -185,14 +177,14 @@ def _dataset_info(data_dir: str | None) -> dict | None:
   files = {}
   with datasets.pin(data_dir) as dataset:
     for split in ("train", "valid", "test"):
-      data = _read(join(dataset.root, f"{split}.jsonl"))
+      data = read_bytes(join(dataset.root, f"{split}.jsonl"))
       if data is not None:
         files[f"{split}.jsonl"] = hashlib.sha256(data).hexdigest()
   return {"uri": data_dir, "version": dataset.version, "sha256": files or None}
 
 
 def _last_metrics(path: str) -> dict | None:
-  data = _read(path)
+  data = read_bytes(path)
   if not data:
     return None
   last: dict[str, Any] = {}
@@ -213,7 +205,7 @@ def _cast_leaves(tree: dict, dtype: np.dtype) -> None:
 
 # ---------------------------------------------------------------------------------------------- writing
 def _copy_tokenizer(source: _Source, path: pathlib.Path) -> None:
-  path.write_bytes(_read(source.tokenizer))
+  path.write_bytes(read_bytes(source.tokenizer))
 
 
 def _copy_vqvae(source: _Source, staging: pathlib.Path) -> dict:
@@ -224,7 +216,7 @@ def _copy_vqvae(source: _Source, staging: pathlib.Path) -> dict:
   name = source.vqvae.rstrip("/").rsplit("/", 1)[-1]
   if (staging / name).exists() or name == NPZ_NAME:
     name = "vqvae.npz"
-  (staging / name).write_bytes(_read(source.vqvae))
+  (staging / name).write_bytes(read_bytes(source.vqvae))
   return {"vqvae": name}
 
 
