@@ -145,7 +145,7 @@ def _hf_model(model_cfg, dtype):
   from components.paligemma import _hf_layout, hf
   from components.finetune import params
 
-  abstract = params.abstract_params(paligemma.Model(**model_cfg), model_cfg)
+  abstract = params.abstract_params(model_cfg)
   flat = {"/".join(str(k.key) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
   dims = _hf_layout.dims_from_params(flat)
   import numpy as np
@@ -165,7 +165,7 @@ def hf_train(s: dict) -> None:
 
   model_cfg = paligemma.configs.model_config(s["model"])
   n_img = paligemma.configs.num_image_tokens(model_cfg)
-  abstract = params.abstract_params(paligemma.Model(**model_cfg), model_cfg)
+  abstract = params.abstract_params(model_cfg)
   model, device = _hf_model(model_cfg, torch.float32)
   model.train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device == "cuda")

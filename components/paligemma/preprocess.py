@@ -9,11 +9,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
 
 
 def preprocess_image(data: bytes, size: int) -> np.ndarray:
   """Encoded image -> [size, size, 3] float32 in [-1, 1]."""
+  from PIL import Image  # here, not at the top: the model library imports without Pillow (benchmarks/gpu_suite.py)
+
   with Image.open(io.BytesIO(data)) as img:
     img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
   return np.asarray(img, np.float32) / 127.5 - 1.0

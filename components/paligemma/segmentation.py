@@ -24,7 +24,6 @@ import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from components.common.locations import from_bins, to_bins
 from components.paligemma import vqvae as vqvae_lib
@@ -231,6 +230,8 @@ def paste_mask(mask64, box, height: int, width: int) -> np.ndarray:
   """A decoded float [64, 64] map (> 0 foreground) and a normalised box -> bool[height, width], as
   big_vision's evaluator pastes it: PIL bilinear resize to the box's pixels `int(side * coordinate)`.
   A box that truncates to no pixel gives an all-False mask (big_vision scores it IoU 0)."""
+  from PIL import Image  # here, not at the top: the model library imports without Pillow (benchmarks/gpu_suite.py)
+
   y1, x1, y2, x2 = (int(v) for v in np.asarray(box, np.float64) * [height, width, height, width])
   out = np.zeros((height, width), bool)
   y1, x1 = max(y1, 0), max(x1, 0)
