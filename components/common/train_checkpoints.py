@@ -53,7 +53,8 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints")
+  """WORKDIR/checkpoints; a local workdir made absolute (orbax rejects relative paths: `--workdir runs/a`)."""
+  return os.path.join(workdir if "://" in workdir else os.path.abspath(workdir), "checkpoints")
 
 
 def step_dir(workdir: str, step: int) -> str:

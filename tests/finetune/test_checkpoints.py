@@ -139,3 +139,12 @@ def test_back_to_back_saves_leave_only_the_step_in_flight_unsealed(tmp_path):
   assert checkpoints.verify(checkpoints.step_dir(str(tmp_path), 3)) is None
   ckpts.close()
   assert checkpoints.verify(checkpoints.step_dir(str(tmp_path), 4)) is None
+
+
+def test_a_relative_workdir_saves_and_restores(tmp_path, monkeypatch):
+  # `--workdir runs/a`: orbax rejects relative paths; the checkpoints land under the absolute one.
+  monkeypatch.chdir(tmp_path)
+  _save_steps("runs/a", (1,))
+  assert os.path.isdir(tmp_path / "runs" / "a" / "checkpoints" / "1")
+  step, state, data = checkpoints.Checkpoints("runs/a", keep=3).restore_latest(checkpoints.abstract_like(STATE))
+  assert step == 1 and data == {"position": 1} and np.array_equal(state["w"], _state(1)["w"])
