@@ -92,15 +92,13 @@ def test_vqvae_is_for_task_segment_only(capsys):
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::FutureWarning")
-def test_segment_demo_runs_and_learns_the_codes(tmp_path):
-  """`python -m pipelines.local --task segment` end to end: every segment metric for the base and tuned model,
-  the tuned model reproduces the reference <seg> codes far more often than the base model (seg_token_acc
-  >= base + 0.2), and the champion is exported with its codec, where the next run's re-scoring finds it.
-  Not yet met, so not asserted: the issue's miou >= 0.6 x miou_ceiling (measured 0.17-0.18 against a
-  ceiling of 0.91: the boxes are not learned; benchmarks/RESULTS.md). The wall time is printed, not asserted."""
+def test_segment_demo_learns(tmp_path):
+  """`python -m pipelines.local --task segment` end to end, the issue's bar: every segment metric for the base
+  and tuned model; the tuned `miou` >= 0.6 x `miou_ceiling` and `seg_token_acc` >= the base model's + 0.2 on the
+  synthetic validation split; the gate passes on `mask_map50` and the champion is exported with its codec,
+  where the next run's re-scoring finds it. The wall time is printed (20 minutes is the budget), not asserted."""
   out = tmp_path / "run"
-  result = subprocess.run([sys.executable, "-m", "pipelines.local", "--task", "segment", "--output", str(out),
-                           "--min-improvement", "-1"],  # any model passes the gate: exercise the codec's export
+  result = subprocess.run([sys.executable, "-m", "pipelines.local", "--task", "segment", "--output", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=3600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   summary = json.loads((out / "summary.json").read_text())
@@ -111,6 +109,7 @@ def test_segment_demo_runs_and_learns_the_codes(tmp_path):
         f"{json.dumps({k: round(tuned[k], 3) for k in sorted(keys)})}; pipeline {summary['pipeline_seconds']:.0f}s "
         f"({json.dumps(summary['step_seconds'])})")
   assert tuned["miou_ceiling"] > 0.8, tuned  # the fitted codec can represent the shapes
+  assert tuned["miou"] >= 0.6 * tuned["miou_ceiling"], tuned
   assert tuned["seg_token_acc"] >= base["seg_token_acc"] + 0.2, (base, tuned)
   assert summary["gate"]["metric"] == "mask_map50" and summary["gate"]["passed"] is True
 
