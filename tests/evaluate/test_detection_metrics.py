@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import logging
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from components.convert.locations import boxes_to_loc_text
-from components.evaluate import parse_detections, score, score_files
+from components.evaluate import parse_detections, score, score_files, scoring
 
 CLASSES = ["cat", "dog", "bird"]
 PROMPT = "detect cat ; dog ; bird"
@@ -209,6 +210,22 @@ def test_malformed_output_is_reported_with_its_line(tmp_path, caplog):
                                    "segment": "<loc0100><loc0100> cat", "reason": "has 2 <loc> tokens, needs 4 then a label"}]
   assert "line 2" in caplog.text
 
+
+
+def test_unreadable_segments_past_the_first_few_are_one_log_line(tmp_path, caplog):
+  # A base model writes dozens: the first MAX_LOGGED are logged, one line counts the rest, metrics.json lists them.
+  n = scoring.MAX_LOGGED + 3
+  refs = tmp_path / "refs.jsonl"
+  preds = tmp_path / "preds.jsonl"
+  refs.write_text("".join(json.dumps({"image": f"{i}.jpg", "prefix": "detect cat", "suffix": CAT}) + "\n" for i in range(n)))
+  preds.write_text("".join(json.dumps({"image": f"{i}.jpg", "prefix": "detect cat", "prediction": "cat cat"}) + "\n"
+                           for i in range(n)))
+  with caplog.at_level(logging.WARNING):
+    metrics, _ = score_files("detect", str(preds), str(refs))
+  assert len(metrics["malformed"]) == n
+  lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+  assert len(lines) == scoring.MAX_LOGGED + 1, lines
+  assert lines[-1].startswith("... and 3 more unreadable segments"), lines[-1]
 
 def test_box_confidence_uses_only_the_box_tokens():
   pred = f"{CAT} ; {DOG}"
