@@ -18,11 +18,11 @@ from pipelines import local_demo
 
 DEMO = dict(
     model="demo-v2",          # components.paligemma.configs name; random initial weights
-    train_images=4000,        # 3000 overfit (validation loss 1.35 against 0.9 in training after 1500 steps)
+    train_images=4000,        # 3000 overfit (two objects per image: validation loss 1.35 against 0.9 in training)
     valid_images=40,
     max_objects=1,            # shapes per image (1..max_objects); prompts are per class
     grid=7,                   # positions and sides snap to 7 pixels, as the detection demo's (any pixel: boxes
-                              # were not learned in 1500 steps, box_acc50 0.08)
+                              # were not learned in 1500 steps with two objects per image, box_acc50 0.08)
     seed=0,
     codec_masks=3000,         # synthetic object masks the demo's codec is fitted on (another seed's shapes)
     codec_steps=400,          # fit_vqvae steps: reconstruction IoU about 0.95 on held-out shapes

@@ -23,7 +23,8 @@ from components.evaluate import detection, jsonl, keys, text, vqa
 
 log = logging.getLogger(__name__)
 TASKS = ("detect", "caption", "vqa", "ocr", "segment")
-MAX_LOGGED, MAX_LISTED = 5, 500  # unreadable detection segments: logged (a base model writes dozens) / kept in metrics.json
+# Unreadable detection segments: logged (a random base model writes dozens), and kept in metrics.json.
+MAX_LOGGED, MAX_LISTED = 5, 500
 
 
 def match(predictions: Sequence[dict], references: Sequence[dict], *, predictions_name: str = "predictions",

@@ -28,7 +28,6 @@ import logging
 import os
 import time
 
-
 log = logging.getLogger("components.finetune")
 
 GiB = 2**30

@@ -211,13 +211,13 @@ def test_malformed_output_is_reported_with_its_line(tmp_path, caplog):
   assert "line 2" in caplog.text
 
 
-
 def test_unreadable_segments_past_the_first_few_are_one_log_line(tmp_path, caplog):
   # A base model writes dozens: the first MAX_LOGGED are logged, one line counts the rest, metrics.json lists them.
   n = scoring.MAX_LOGGED + 3
   refs = tmp_path / "refs.jsonl"
   preds = tmp_path / "preds.jsonl"
-  refs.write_text("".join(json.dumps({"image": f"{i}.jpg", "prefix": "detect cat", "suffix": CAT}) + "\n" for i in range(n)))
+  refs.write_text("".join(json.dumps({"image": f"{i}.jpg", "prefix": "detect cat", "suffix": CAT}) + "\n"
+                          for i in range(n)))
   preds.write_text("".join(json.dumps({"image": f"{i}.jpg", "prefix": "detect cat", "prediction": "cat cat"}) + "\n"
                            for i in range(n)))
   with caplog.at_level(logging.WARNING):
@@ -226,6 +226,7 @@ def test_unreadable_segments_past_the_first_few_are_one_log_line(tmp_path, caplo
   lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
   assert len(lines) == scoring.MAX_LOGGED + 1, lines
   assert lines[-1].startswith("... and 3 more unreadable segments"), lines[-1]
+
 
 def test_box_confidence_uses_only_the_box_tokens():
   pred = f"{CAT} ; {DOG}"
