@@ -393,6 +393,9 @@ def servers(gcs_server, kaggle_server, hub_server, tmp_path, monkeypatch):
   (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
   env = {
       "STORAGE_EMULATOR_HOST": gcs_server.url, "GOOGLE_CLOUD_PROJECT": "test-project",
+      # google-cloud-storage 3.17 fetches each bucket's metadata in a background thread (for trace
+      # attributes); that GET lands at any time, also after a test's reset, in the requests it counts.
+      "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA": "true",
       "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "FSSPEC_GS_TOKEN": "anon",
       "KAGGLE_API_ENVIRONMENT": "LOCALHOST", "TEST_KAGGLE_ENDPOINT": kaggle_server.url,
       "KAGGLEHUB_CACHE": str(tmp_path / "kagglehub"), "HF_ENDPOINT": hub_server.url,
