@@ -139,8 +139,8 @@ class FeedForward(nn.Module):
     w_gating = self.param("gating_einsum", _trunc_normal((1,), (0, 2)), (2, self.width, self.mlp_dim))
     w_linear = self.param("linear", _trunc_normal((0,), (1,)), (self.mlp_dim, self.width))
     # The dots take rows [B*T, D]: with two leading dims, XLA:CPU writes each weight gradient's
-    # [B*T, F] operand transposed, element by element, which doubles the MLP's backward on a CPU. The
-    # reshape is free on every backend.
+    # [B*T, F] operand transposed, element by element, which doubles the MLP's forward+backward time on a
+    # CPU. The reshape is free on every backend.
     rows = x.reshape(-1, self.width).astype(self.dtype)
     w_gating = w_gating.astype(self.dtype)
     gate = nn.gelu(rows @ w_gating[0], approximate=True)  # index 0 gate, 1 up.
