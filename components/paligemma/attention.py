@@ -81,8 +81,8 @@ def attend_cached(q, k_cache, v_cache, k_new, v_new, mask, *, dtype, softcap: fl
     logits = jnp.tanh(logits / softcap) * softcap
   mask = jnp.concatenate([mask, jnp.ones((b, t, 1), bool)], axis=-1)
   probs = jax.nn.softmax(jnp.where(mask[:, None, None, :, :], logits, MASKED), axis=-1).astype(dtype)
-  encoded = (jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., :-1], v_cache.astype(dtype))
-             + jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., -1:], v_new.astype(dtype)))
+  encoded = (precision.einsum("BKGTS,BSKH->BTKGH", probs[..., :-1], v_cache.astype(dtype))
+             + precision.einsum("BKGTS,BSKH->BTKGH", probs[..., -1:], v_new.astype(dtype)))
   return encoded.reshape(b, t, n, h)
 
 
@@ -98,7 +98,7 @@ def _einsum(q, k, v, mask, *, dtype, softcap, scale):
   if mask is not None:
     logits = jnp.where(mask[:, None, None, :, :], logits, MASKED)
   probs = jax.nn.softmax(logits, axis=-1)
-  encoded = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(dtype), v.astype(dtype))
+  encoded = precision.einsum("BKGTS,BSKH->BTKGH", probs.astype(dtype), v.astype(dtype))
   return encoded.reshape(b, t, n, h)
 
 

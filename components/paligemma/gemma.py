@@ -50,7 +50,7 @@ class Einsum(nn.Module):
   @nn.compact
   def __call__(self, eqn, x):
     w = self.param("w", self.w_init, self.shape)
-    return jnp.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype))
+    return precision.einsum(eqn, x.astype(self.dtype), w.astype(self.dtype))
 
 
 class RMSNorm(nn.Module):
@@ -143,8 +143,9 @@ class FeedForward(nn.Module):
     # CPU. The reshape is free on every backend.
     rows = x.reshape(-1, self.width).astype(self.dtype)
     w_gating = w_gating.astype(self.dtype)
-    gate = nn.gelu(rows @ w_gating[0], approximate=True)  # index 0 gate, 1 up.
-    return ((gate * (rows @ w_gating[1])) @ w_linear.astype(self.dtype)).reshape(x.shape)
+    gate = nn.gelu(precision.einsum("TD,DF->TF", rows, w_gating[0]), approximate=True)  # index 0 gate, 1 up.
+    hidden = gate * precision.einsum("TD,DF->TF", rows, w_gating[1])
+    return precision.einsum("TF,FD->TD", hidden, w_linear.astype(self.dtype)).reshape(x.shape)
 
 
 class Block(nn.Module):
@@ -205,7 +206,7 @@ class Gemma(nn.Module):
     block = Block
     if self.remat_policy != "none":
       block = nn.remat(Block, prevent_cse=False, static_argnums=(5, 6),  # 0=self, 5=mode, 6=deterministic.
-                       policy=getattr(jax.checkpoint_policies, self.remat_policy))
+                       policy=precision.remat_policy(self.remat_policy))
     # scan=False unrolls the loop for XLA but keeps the stacked (checkpoint) parameter layout.
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from components.paligemma import attention as attention_lib
+from components.paligemma import attention as attention_lib, precision
 from components.paligemma.sharding import constrain_batch
 
 
@@ -32,7 +32,7 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):  # [B, N, D] -> [B, N, D]
-    dense = dict(dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+    dense = dict(dtype=self.dtype, dot_general=precision.dot_general, kernel_init=nn.initializers.xavier_uniform(),
                  bias_init=nn.initializers.normal(stddev=1e-6))
     width = x.shape[-1]
     x = nn.Dense(self.mlp_dim, **dense)(x)
@@ -52,6 +52,7 @@ class EncoderBlock(nn.Module):
     x = constrain_batch(x)
     y = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)(x)
     y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
+                                        qkv_dot_general=precision.dot_general, out_dot_general=precision.dot_general,
                                         kernel_init=nn.initializers.xavier_uniform(),
                                         attention_fn=_attention_fn(self.attention, self.dtype))(y, y)
     x = x + y.astype(jnp.float32)
@@ -73,7 +74,7 @@ class Encoder(nn.Module):
   def __call__(self, x):  # [B, N, D]
     block = EncoderBlock
     if self.remat_policy != "none":
-      block = nn.remat(block, prevent_cse=False, policy=getattr(jax.checkpoint_policies, self.remat_policy))
+      block = nn.remat(block, prevent_cse=False, policy=precision.remat_policy(self.remat_policy))
     # scan=False unrolls the loop for XLA but keeps the stacked (checkpoint) parameter layout.
     x, _ = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=nn.broadcast,
                    length=self.depth, unroll=1 if self.scan else self.depth)(
@@ -111,4 +112,5 @@ class SigLIP(nn.Module):
     x = x + posemb.astype(jnp.float32)
     x = Encoder(self.depth, self.mlp_dim, self.num_heads, self.scan, self.remat_policy, self.dtype, self.attention,
                 name="Transformer")(x)
-    return nn.Dense(self.out_dim, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+    return nn.Dense(self.out_dim, dtype=self.dtype, dot_general=precision.dot_general, name="head")(x).astype(
+        jnp.float32)
