@@ -11,7 +11,9 @@ Two phases, one signal:
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 
 EXIT_CODE = 143  # 128 + SIGTERM: what schedulers expect of a process stopped by SIGTERM
 
@@ -22,7 +24,13 @@ def _stop_during_start_up(signum, frame):
   del signum, frame
   log.warning("SIGTERM during start-up, before the first training step: stopping (nothing new to save); rerun "
               "the same command to resume")
-  raise SystemExit(EXIT_CODE)
+  # os._exit, not SystemExit: an exception raised by a signal handler is swallowed when the signal lands
+  # in a gc callback or a __del__ (seen with jax's `_xla_gc_callback`), and start-up would carry on into
+  # training. Before the first step nothing needs unwinding: every write is atomic.
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(EXIT_CODE)
 
 
 def exit_on_sigterm() -> None:

@@ -255,6 +255,26 @@ def test_sigterm_during_start_up_exits_143_with_one_line(tmp_path, dataset_dir, 
   assert sum("SIGTERM during start-up" in line for line in out) == 1 and "Traceback" not in text
 
 
+_SIGTERM_IN_GC_CALLBACK = """
+import gc, os, signal, time
+from components.finetune import preemption
+preemption.exit_on_sigterm()
+gc.callbacks.append(lambda phase, info: phase == "start" and os.kill(os.getpid(), signal.SIGTERM))
+gc.collect()
+time.sleep(1)
+print("start-up went on")
+"""
+
+
+def test_sigterm_in_a_gc_callback_still_stops_start_up():
+  """A handler's exception would be swallowed there ("Exception ignored in ..."), as it once was in jax's
+  gc callback: the start-up stop must not depend on the exception reaching the main code."""
+  proc = subprocess.run([sys.executable, "-c", _SIGTERM_IN_GC_CALLBACK], cwd=REPO, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 143, proc.stdout + proc.stderr
+  assert "start-up went on" not in proc.stdout and "SIGTERM during start-up" in proc.stderr + proc.stdout
+
+
 _FAILING_WRITE = """
 import errno, sys
 from components.finetune import workdir
