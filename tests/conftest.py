@@ -1,6 +1,7 @@
 """Test-wide set-up: eight forced CPU devices (sharding tests), no accelerator probing, shared fixtures."""
 import os
 import pathlib
+import re
 
 # Must happen before jax is imported anywhere: tests compare 1 device against 8 in one process.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -12,6 +13,14 @@ import pytest  # noqa: E402
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 BIGVISION_FIXTURES = SHARED / "fixtures" / "bigvision"
+
+
+@pytest.fixture(scope="session")
+def hlo_dot_types():
+  """A reader of lowered StableHLO text: the (lhs, rhs, result) element types of each dot_general, in order."""
+  pattern = re.compile(r"stablehlo\.dot_general[^\n]*?: \(tensor<[^>]*x([a-z]+\d+)>, tensor<[^>]*x([a-z]+\d+)>\) "
+                       r"-> tensor<[^>]*x([a-z]+\d+)>")
+  return lambda hlo_text: pattern.findall(hlo_text)
 
 
 @pytest.fixture(scope="session")

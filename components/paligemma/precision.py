@@ -10,9 +10,10 @@ backward is written out here: the cotangent rounded to the inputs' dtype, each g
 f32-accumulated einsum. `einsum_f32` is the same with the float32 result kept (attention logits, the
 tied output embedding). With f32 inputs both are exactly `jnp.einsum`.
 
-Both are `jax.custom_vjp`s, whose dots remat policies do not see: their outputs are named (`MATMUL`, or
-`BATCHED_MATMUL` when the einsum has batch dims) with `checkpoint_name`, and `remat_policy(name)` is the
-`jax.checkpoint_policies` policy of that name, saving those outputs too where it saves dots.
+Both are one `jax.custom_vjp` (`_matmul`), whose dots remat policies do not see: their outputs are named
+(`MATMUL`, or `BATCHED_MATMUL` when the einsum has batch dims) with `checkpoint_name`, and
+`remat_policy(name)` is the `jax.checkpoint_policies` policy of that name, saving those outputs too where it
+saves dots.
 """
 import functools
 import string
@@ -29,12 +30,12 @@ _SAVED_NAMES = {"dots_saveable": (MATMUL, BATCHED_MATMUL), "checkpoint_dots": (M
 
 def einsum(eqn: str, a, b):
   """`jnp.einsum(eqn, a, b)` for a and b of one dtype, accumulated in float32, result in that dtype."""
-  return checkpoint_name(_einsum(eqn, a, b), _name(eqn, a.ndim, b.ndim))
+  return checkpoint_name(_matmul(eqn, a.dtype, a, b), _name(eqn, a.ndim, b.ndim))
 
 
 def einsum_f32(eqn: str, a, b):
   """`jnp.einsum(eqn, a, b)` for a and b of one dtype, accumulated and returned in float32."""
-  return checkpoint_name(_einsum_f32(eqn, a, b), _name(eqn, a.ndim, b.ndim))
+  return checkpoint_name(_matmul(eqn, jnp.dtype(jnp.float32), a, b), _name(eqn, a.ndim, b.ndim))
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
@@ -87,7 +88,7 @@ def _parse(eqn: str, a_ndim: int, b_ndim: int) -> tuple[str, str, str]:
   lhs, rhs = inputs.split(",")
   if "..." in eqn:  # spelled with unused letters, right-aligned as broadcasting aligns them
     counts = [ndim - len(s.replace("...", "")) if "..." in s else 0 for s, ndim in ((lhs, a_ndim), (rhs, b_ndim))]
-    letters = "".join(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in eqn)[:max(counts)]
+    letters = "".join(c for c in string.ascii_lowercase if c not in eqn)[:max(counts)]
     lhs, rhs = (s.replace("...", letters[len(letters) - n:]) for s, n in zip((lhs, rhs), counts))
     out = out.replace("...", letters)
   for name, own, others in (("first", lhs, rhs + out), ("second", rhs, lhs + out)):
@@ -97,34 +98,19 @@ def _parse(eqn: str, a_ndim: int, b_ndim: int) -> tuple[str, str, str]:
   return lhs, rhs, out
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _einsum(eqn, a, b):
-  return _dot(eqn, a, b, a.dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _matmul(eqn, out_dtype, a, b):
+  return _dot(eqn, a, b, out_dtype)
 
 
-def _einsum_forward(eqn, a, b):
-  return _einsum(eqn, a, b), (a, b)
+def _matmul_forward(eqn, out_dtype, a, b):
+  return _matmul(eqn, out_dtype, a, b), (a, b)
 
 
-def _einsum_backward(eqn, residuals, g):
-  return _grads(eqn, *residuals, g)
-
-
-_einsum.defvjp(_einsum_forward, _einsum_backward)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _einsum_f32(eqn, a, b):
-  return _dot(eqn, a, b, jnp.float32)
-
-
-def _einsum_f32_forward(eqn, a, b):
-  return _einsum_f32(eqn, a, b), (a, b)
-
-
-def _einsum_f32_backward(eqn, residuals, g):
+def _matmul_backward(eqn, out_dtype, residuals, g):
+  del out_dtype
   a, b = residuals
-  return _grads(eqn, a, b, g.astype(a.dtype))
+  return _grads(eqn, a, b, g.astype(a.dtype))  # an f32 cotangent (einsum_f32) rounded to the inputs' dtype
 
 
-_einsum_f32.defvjp(_einsum_f32_forward, _einsum_f32_backward)
+_matmul.defvjp(_matmul_forward, _matmul_backward)

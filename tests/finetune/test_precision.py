@@ -1,9 +1,9 @@
 """bf16 by default, one switch: `compute_dtype` sets the matmul dtype of both towers (the model's `dtype`),
 every shipped config's train step runs its matmuls in bf16 (forward and backward), the f32 masters stay
 f32, and bf16 agrees with f32 within what bf16 rounding allows."""
+import collections
 import inspect
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -16,15 +16,6 @@ from _finetune_helpers import REPO, TINY_CONFIG
 
 SHIPPED = sorted((REPO / "components/finetune/configs").glob("*.py")) + [REPO / "pipelines/local_demo.py"]
 EXACT = {"tiny_test"}  # float32 on purpose: tests compare runs bit for bit (see the file)
-
-
-def _dot_dtypes(hlo_text: str) -> dict:
-  """{(lhs dtype, rhs dtype, result dtype): count} of the dot_generals in lowered StableHLO."""
-  counts = {}
-  for types in re.findall(r"stablehlo\.dot_general[^\n]*?: \(tensor<[^>]*x([a-z]+\d+)>, tensor<[^>]*x([a-z]+\d+)>\) "
-                          r"-> tensor<[^>]*x([a-z]+\d+)>", hlo_text):
-    counts[types] = counts.get(types, 0) + 1
-  return counts
 
 
 def _lowered_train_step(config) -> str:
@@ -52,9 +43,9 @@ def test_pipeline_defaults_are_shipped_configs():
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_every_shipped_config_runs_its_matmuls_in_bf16(path):
+def test_every_shipped_config_runs_its_matmuls_in_bf16(path, hlo_dot_types):
   config = config_lib.load_config(str(path))
-  dots = _dot_dtypes(_lowered_train_step(config))
+  dots = collections.Counter(hlo_dot_types(_lowered_train_step(config)))  # {(lhs, rhs, result): count}
   if path.stem in EXACT:
     assert config.compute_dtype == "float32" and set(dots) == {("f32", "f32", "f32")}, dots
     return
@@ -93,7 +84,7 @@ def test_compute_dtype_values():
   assert config_lib.defaults().compute_dtype == "bfloat16" and config_lib.defaults().remat_policy == "auto"
 
 
-def test_bf16_agrees_with_f32_within_bf16_rounding():
+def test_bf16_agrees_with_f32_within_bf16_rounding(hlo_dot_types):
   """Same weights and batch, compute_dtype float32 vs bfloat16. Tolerance from bf16's epsilon (2^-7, twice
   the unit roundoff): a bf16 matmul rounds both inputs and its output, about eps relative error each, and
   independent roundings along a chain of n matmuls add up like sqrt(n) (n: the bf16 dot_generals of the
@@ -114,7 +105,7 @@ def test_bf16_agrees_with_f32_within_bf16_rounding():
     batch["mask_loss"] = batch["mask_ar"]
     forward = jax.jit(lambda p, b: setup.model.apply({"params": p}, b["image"], b["text"][:, :-1],
                                                      b["mask_ar"][:, :-1])[0])
-    n_dots = sum(_dot_dtypes(forward.lower(params, batch).as_text()).values())
+    n_dots = len(hlo_dot_types(forward.lower(params, batch).as_text()))
     loss = jax.jit(lambda p, b: step_lib.batch_loss(setup.model, p, b, None, train=False).mean())(params, batch)
     results[dtype] = np.asarray(forward(params, batch)), float(loss), n_dots
   (logits32, loss32, _), (logits16, loss16, n_dots) = results["float32"], results["bfloat16"]

@@ -40,20 +40,14 @@ def test_f32_is_jnp_einsum_in_value_and_gradient(fn, eqn, lhs, rhs):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def _dots(hlo_text: str) -> list[tuple[str, str, str]]:
-  """(lhs, rhs, result) element types of each dot_general in lowered StableHLO."""
-  return re.findall(r"stablehlo\.dot_general[^\n]*?: \(tensor<[^>]*x([a-z]+\d+)>, tensor<[^>]*x([a-z]+\d+)>\) "
-                    r"-> tensor<[^>]*x([a-z]+\d+)>", hlo_text)
-
-
 @pytest.mark.parametrize("eqn,lhs,rhs", EQUATIONS, ids=[e for e, *_ in EQUATIONS])
 @pytest.mark.parametrize("fn,out_dtype", [(precision.einsum, jnp.bfloat16), (precision.einsum_f32, jnp.float32)],
                          ids=["einsum", "einsum_f32"])
-def test_bf16_forward_and_backward_are_bf16_dots_with_f32_results(fn, out_dtype, eqn, lhs, rhs):
+def test_bf16_forward_and_backward_are_bf16_dots_with_f32_results(fn, out_dtype, eqn, lhs, rhs, hlo_dot_types):
   a, b = _random(lhs, 0, jnp.bfloat16), _random(rhs, 1, jnp.bfloat16)
   assert fn(eqn, a, b).dtype == out_dtype
   hlo = jax.jit(lambda a, b: _value_and_grads(fn, eqn, a, b)).lower(a, b).as_text()
-  assert _dots(hlo) == [("bf16", "bf16", "f32")] * 3, _dots(hlo)
+  assert hlo_dot_types(hlo) == [("bf16", "bf16", "f32")] * 3, hlo_dot_types(hlo)
   value, grads = _value_and_grads(fn, eqn, a, b)
   assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
   # The forward is the f32 product of the bf16 inputs, rounded once to the output dtype.
